@@ -1,0 +1,111 @@
+"""Memory per GPU of trainbench's own implementation, as an estimate with its assumptions.
+
+Assumptions (bytes per parameter of the rank's shard, P = parameters held by the rank
+after tensor- and pipeline-parallel splits; S = data-parallel shard count DP * CP, as
+FSDP2 shards parameters, gradients and optimizer state over the DP x CP ranks):
+
+- weights: fp32 master copy, 4 B * P / S, plus the bf16 copy that compute uses,
+  2 B * P (autocast's cast, saved for backward; gathered per block under FSDP)
+- gradients: fp32, 4 B * P / S
+- optimizer: Adam first and second moments in fp32, 8 B * P / S
+- activations: saved tensors of one micro-batch per layer (bf16 matmul inputs, fp32
+  residual stream, flash-style attention with no seq^2 term), times the layers whose
+  activations are alive at once (all of the rank's layers, times the micro-batches
+  a 1F1B pipeline keeps in flight), plus the output layer's logits (bf16 logits and
+  fp32 softmax for the loss)
+- overhead: a fixed allowance for the CUDA context, library workspaces and
+  communication buffers
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from trainbench.config import ModelConfig, ParallelConfig
+
+GIB = 2**30
+OVERHEAD_GIB = 3.0
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights_gib: float
+    gradients_gib: float
+    optimizer_gib: float
+    activations_gib: float
+    overhead_gib: float
+    params_per_rank: int
+
+    @property
+    def total_gib(self) -> float:
+        return self.weights_gib + self.gradients_gib + self.optimizer_gib + self.activations_gib + self.overhead_gib
+
+    def as_dict(self) -> dict[str, float]:
+        d: dict[str, float] = asdict(self)
+        d["total_gib"] = self.total_gib
+        return d
+
+
+def params_per_layer(m: ModelConfig) -> int:
+    kv = m.hidden * m.query_groups // m.heads  # width of K (and of V)
+    attention = m.hidden * (m.hidden + 2 * kv) + m.hidden * m.hidden  # wqkv + wo
+    mlp = 3 * m.hidden * m.ffn  # gate, up, down
+    return attention + mlp + 2 * m.hidden  # + two RMSNorm weights
+
+
+def total_params(m: ModelConfig) -> int:
+    return m.layers * params_per_layer(m) + 2 * m.vocab * m.hidden + m.hidden
+
+
+def params_per_rank(m: ModelConfig, p: ParallelConfig) -> int:
+    """Parameters on the most loaded rank: the first/last pipeline stage, which holds the
+    embedding or the output layer (both when PP = 1)."""
+    layers_per_stage = m.layers // p.pp
+    ends = 2 * m.vocab * m.hidden if p.pp == 1 else m.vocab * m.hidden
+    return (layers_per_stage * params_per_layer(m) + ends) // p.tp
+
+
+def activation_bytes_per_layer(m: ModelConfig, p: ParallelConfig, mbs: int) -> float:
+    """Saved-for-backward bytes of one transformer block for one micro-batch.
+
+    Per token: fp32 block input and mid-block residual (2 x 4h), bf16 norm outputs
+    (2 x 2h), bf16 q, k, v (2(h + 2 h g/a)), attention output (2h), gate and up
+    (2 x 2F) and the SwiGLU product (2F). All of it is split over TP (heads, FFN) or
+    sequence parallel (the h-wide tensors); CP splits the sequence.
+    """
+    tokens = mbs * m.seq_len / p.cp
+    h, f = m.hidden, m.ffn
+    per_token = 16 * h + 4 * h * m.query_groups / m.heads + 6 * f
+    return tokens * per_token / p.tp
+
+
+def logits_bytes(m: ModelConfig, p: ParallelConfig, mbs: int) -> float:
+    tokens = mbs * m.seq_len / p.cp
+    return tokens * m.vocab / p.tp * (2 + 4)
+
+
+def microbatches_in_flight(p: ParallelConfig, ga: int) -> float:
+    """1F1B keeps up to PP micro-batches alive on the first stage; interleaving adds
+    (PP - 1) / (PP * VP) of a stage's worth (Narayanan et al., 2021)."""
+    if p.pp == 1:
+        return 1.0
+    inflight = float(min(ga, p.pp))
+    if p.vp:
+        inflight *= 1 + (p.pp - 1) / (p.pp * p.vp)
+    return inflight
+
+
+def estimate_memory(m: ModelConfig, p: ParallelConfig, *, dp: int, mbs: int, ga: int) -> MemoryEstimate:
+    n = params_per_rank(m, p)
+    shards = dp * p.cp
+    layers_per_stage = m.layers // p.pp
+    act = activation_bytes_per_layer(m, p, mbs) * layers_per_stage * microbatches_in_flight(p, ga)
+    act += logits_bytes(m, p, mbs)
+    return MemoryEstimate(
+        weights_gib=(4 * n / shards + 2 * n) / GIB,
+        gradients_gib=4 * n / shards / GIB,
+        optimizer_gib=8 * n / shards / GIB,
+        activations_gib=act / GIB,
+        overhead_gib=OVERHEAD_GIB,
+        params_per_rank=n,
+    )
