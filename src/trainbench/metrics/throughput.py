@@ -19,7 +19,11 @@ def tflops_per_gpu(*, flops_per_sample: float, gbs: int, step_time_s: float, gpu
 
 def mfu_pct(*, flops_per_sample: float, gbs: int, step_time_s: float, gpus: int, peak_tflops: float) -> float:
     """Recipe: MFU = GBS * model flops / step time / GPUs / peak FLOPS, in percent."""
-    return 100.0 * tflops_per_gpu(flops_per_sample=flops_per_sample, gbs=gbs, step_time_s=step_time_s, gpus=gpus) / peak_tflops
+    return (
+        100.0
+        * tflops_per_gpu(flops_per_sample=flops_per_sample, gbs=gbs, step_time_s=step_time_s, gpus=gpus)
+        / peak_tflops
+    )
 
 
 def time_to_train_days(*, total_tokens: float, tokens_per_second: float) -> float:

@@ -53,7 +53,7 @@ def _field_names(section: str) -> list[str]:
 def _field_types() -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for f in dataclasses.fields(RunConfig):
-        sub = f.default_factory()  # type: ignore[misc]
+        sub = f.default_factory()  # type: ignore[misc,operator]
         out[f.name] = {g.name: str(g.type) for g in dataclasses.fields(sub)}
     return out
 

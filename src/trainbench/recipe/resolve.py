@@ -83,12 +83,16 @@ def resolve(
     return plan
 
 
-def _scale(model: str, gpus: int) -> tuple[RunConfig, str, bool, bool]:
+class _NoScale(Exception):
+    """Internal: this GPU count has no recipe answer (raised only while probing neighbours)."""
+
+
+def _scale(model: str, gpus: int, _probing: bool = False) -> tuple[RunConfig, str, bool, bool]:
     """The recipe's answer for this GPU count: (tree, note, proxy?, pick layers by memory?)."""
     preset = tables.preset(model)
     lay = tables.layout(model)
     tree = RunConfig(
-        model=ModelConfig(name=model, **preset),
+        model=ModelConfig(name=model, **preset),  # type: ignore[arg-type]
         parallel=ParallelConfig(
             tp=lay["tp"], pp=lay["pp"], vp=lay["vp"], cp=lay["cp"], sequence_parallel=lay["sequence_parallel"]
         ),
@@ -106,6 +110,8 @@ def _scale(model: str, gpus: int) -> tuple[RunConfig, str, bool, bool]:
     if gpus < smallest and gpus <= SINGLE_NODE_MAX_GPUS:
         return _single_node_proxy(tree, model, gpus)
     err = _full_scale_problem(tree, gpus, gbs_num, gbs_den)
+    if err and _probing:
+        raise _NoScale
     if err:
         nearest = nearest_valid_gpu_counts(model, gpus)
         raise ConfigError(
@@ -137,7 +143,9 @@ def _single_node_proxy(tree: RunConfig, model: str, gpus: int) -> tuple[RunConfi
     and the per-GPU batch of the recipe's smallest published scale."""
     m, p = tree.model, tree.parallel
     recipe_tp = p.tp
-    p.tp = max(d for d in range(1, min(recipe_tp, gpus) + 1) if gpus % d == 0 and m.heads % d == 0 and m.query_groups % d == 0)
+    p.tp = max(
+        d for d in range(1, min(recipe_tp, gpus) + 1) if gpus % d == 0 and m.heads % d == 0 and m.query_groups % d == 0
+    )
     p.cp = p.cp if (gpus // p.tp) % p.cp == 0 else 1
     p.pp, p.vp = 1, None
     p.sequence_parallel = p.sequence_parallel and p.tp > 1
@@ -160,7 +168,9 @@ def _fill_memory_with_layers(plan: Plan, memory_gib: float) -> Plan:
     budget = PROXY_MEMORY_FRACTION * memory_gib
     full_layers = tables.preset(plan.model.name)["layers"]
     fitting = [
-        n for n in range(1, full_layers + 1) if memory_total(replace(plan, model=replace(plan.model, layers=n))) <= budget
+        n
+        for n in range(1, full_layers + 1)
+        if memory_total(replace(plan, model=replace(plan.model, layers=n))) <= budget
     ]
     if not fitting:
         one = memory_total(replace(plan, model=replace(plan.model, layers=1)))
@@ -243,8 +253,8 @@ def nearest_valid_gpu_counts(model: str, gpus: int, limit: int = 2) -> list[int]
 
     def ok(n: int) -> bool:
         try:
-            _scale(model, n)
-        except ConfigError:
+            _scale(model, n, _probing=True)
+        except _NoScale:
             return False
         return True
 
