@@ -10,6 +10,7 @@ from typing import Any
 
 from trainbench import __version__
 from trainbench.errors import ConfigError
+from trainbench.report.cli import register as register_report
 
 EXIT_USAGE = 2
 
@@ -40,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cell_arguments(plan, gpus_default=8)
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     plan.set_defaults(func=cmd_plan)
+    register_report(sub)
+
+    from trainbench.train.cli import register as register_run
+
+    register_run(sub)
+    from trainbench.launch.cli import register as register_launch
+
+    register_launch(sub)
     return parser
 
 

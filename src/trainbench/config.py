@@ -66,8 +66,14 @@ class TrainConfig:
     adam_eps: float = 1e-8
     grad_clip: float = 1.0
     seed: int = 1234
+    # mock: uniform random tokens, the recipe's synthetic data. pattern: a learnable stream
+    # (arithmetic progressions mod vocab) so that tests can see the loss fall.
+    data: str = "mock"
     fp8_recipe: str = "tensorwise"  # tensorwise | rowwise (torchao float8 training)
     compile: bool | None = None  # None = on with CUDA, off on CPU
+    # bf16 autocast over fp32 master weights. None = on with CUDA, off on CPU, whose bf16 is
+    # emulated (about 10x slower than fp32 here): CPU runs are smoke and equivalence tests.
+    bf16_autocast: bool | None = None
     activation_checkpointing: bool = False
 
 

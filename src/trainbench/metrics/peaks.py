@@ -17,7 +17,7 @@ class GpuSpec:
     key: str
     name: str
     peak_tflops: dict[str, float | None]  # dtype -> dense peak TFLOP/s (None: unsupported)
-    memory_gib: float
+    memory_gib: float | None  # None: not a fixed device memory (the CPU row)
 
 
 @cache

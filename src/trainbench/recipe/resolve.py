@@ -22,6 +22,7 @@ from trainbench.recipe.overrides import apply_overrides
 SINGLE_NODE_MAX_GPUS = 16
 PROXY_MEMORY_FRACTION = 0.9  # a proxy's layers fill at most this share of the GPU's memory
 FP8_RECIPES = ("tensorwise", "rowwise")
+DATA_KINDS = ("mock", "pattern")
 
 
 def resolve(
@@ -60,7 +61,8 @@ def resolve(
         raise ConfigError(errors)
     if tree.train.dtype != dtype:  # train.dtype=... given as an override
         dtype = tree.train.dtype
-    memory_gib = gpu_table()[gpu_type.lower()].memory_gib if gpu_type.lower() in gpu_table() else None
+    spec = gpu_table().get(gpu_type.lower())
+    memory_gib = spec.memory_gib if spec else None
 
     plan = Plan(
         model=tree.model,
@@ -215,6 +217,8 @@ def validate(plan: Plan) -> list[str]:
         out.append("train.warmup_steps, train.min_lr and train.weight_decay must not be negative")
     if t.dtype not in DTYPES:
         out.append(f"train.dtype must be one of {', '.join(DTYPES)}, got {t.dtype!r}")
+    if t.data not in DATA_KINDS:
+        out.append(f"train.data must be one of {', '.join(DATA_KINDS)}, got {t.data!r}")
     if t.fp8_recipe not in FP8_RECIPES:
         out.append(f"train.fp8_recipe must be one of {', '.join(FP8_RECIPES)}, got {t.fp8_recipe!r}")
     if bad:

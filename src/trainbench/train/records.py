@@ -43,7 +43,7 @@ class StepRecord:
     loss: float
     tokens_per_s: float
     tflops_per_gpu: float
-    mfu_pct: float
+    mfu_pct: float | None  # None where the device has no published peak (CPU smoke runs)
     lr: float
     grad_norm: float
     consumed_samples: int
@@ -65,9 +65,13 @@ def out_step_line(rec: StepRecord, total_steps: int) -> str:
         f"Training epoch 0, iteration {rec.step - 1}/{total_steps - 1} | lr: {rec.lr:.4e} | "
         f"global_step: {rec.step - 1} | consumed_samples: {rec.consumed_samples} | "
         f"reduced_train_loss: {rec.loss:.4f} | train_step_timing in s={rec.step_time_s:.4f} | "
-        f"tokens_per_s: {rec.tokens_per_s:.1f} | mfu_pct: {rec.mfu_pct:.2f} | "
+        f"tokens_per_s: {rec.tokens_per_s:.1f} | mfu_pct: {_fmt(rec.mfu_pct)} | "
         f"peak_memory_gib: {rec.mem_peak_gib:.2f}"
     )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def provenance_line(fields: dict[str, Any]) -> str:

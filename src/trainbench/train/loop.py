@@ -1,0 +1,128 @@
+"""The training loop, top to bottom: batch -> forward/backward x GA -> clip -> step -> time -> record.
+
+``Trainer`` owns the model, optimizer and data of one rank and runs one optimizer step;
+``train()`` runs the steps, times them, writes the records and handles faults, so that
+whatever stops a run leaves every record written so far and a summary that says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainbench.config import Plan
+from trainbench.model import Llama, cross_entropy_loss
+from trainbench.parallel import parallelize
+from trainbench.train.data import SyntheticTokens
+from trainbench.train.dist import DistContext
+from trainbench.train.optim import build_optimizer, set_lr
+
+GIB = 2**30
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or Inf: the run stops at that step."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler's cancel or time limit): stop as Ctrl-C does."""
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+
+
+class Trainer:
+    """One rank's model, optimizer and data for single-program (non-pipelined) layouts."""
+
+    def __init__(self, plan: Plan, device: torch.device, ctx: DistContext, model: nn.Module | None = None):
+        self.plan, self.device, self.ctx = plan, device, ctx
+        torch.manual_seed(plan.train.seed)
+        if model is None:
+            with torch.device("meta"):
+                model = Llama(plan.model)
+            model = parallelize(model, plan, device)
+            model.to_empty(device=device)
+            with torch.no_grad():
+                model.init_weights()  # type: ignore[operator]
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, plan.train, device)
+        self.data = SyntheticTokens(plan.model, plan.train, dp_rank=ctx.dp_rank, device=device)
+        self.ga = plan.ga
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        # bf16 mixed precision: fp32 master weights, bf16 compute (fp8 linears cast further).
+        enabled = self.plan.train.bf16_autocast
+        if enabled is None:
+            enabled = self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.data.step_batches(self.ga)
+
+    def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over GA micro-batches. Returns (mean loss, grad norm) as device
+        tensors, so nothing here waits for the device."""
+        set_lr(self.optimizer, lr)
+        total = torch.zeros((), device=self.device)
+        for inputs, labels in batches:
+            with self.autocast():
+                logits = self.model(inputs)
+                loss = cross_entropy_loss(logits, labels) / self.ga
+            loss.backward()
+            total += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.plan.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, grad_norm
+
+    def read(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> StepResult:
+        """Read the step's numbers back (after the timer): loss averaged over DP replicas."""
+        return StepResult(loss=self.ctx.reduce_mean(float(loss)), grad_norm=float(grad_norm))
+
+
+def memory_gib(device: torch.device) -> tuple[float, float]:
+    """(peak allocated since the last reset, reserved) on this device, in GiB; 0 on CPU."""
+    if device.type != "cuda":
+        return 0.0, 0.0
+    peak = torch.cuda.max_memory_allocated(device) / GIB
+    reserved = torch.cuda.memory_reserved(device) / GIB
+    torch.cuda.reset_peak_memory_stats(device)
+    return peak, reserved
+
+
+@contextlib.contextmanager
+def sigterm_as_exception() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` while training (main thread only)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(f"signal {signum}")
+
+    try:
+        previous: Any = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def check_finite(step: int, result: StepResult) -> None:
+    if not math.isfinite(result.loss):
+        raise NonFiniteLoss(f"loss is {result.loss} at step {step}: stopping (grad norm {result.grad_norm})")
+
+
+StepCallback = Callable[[int, float, StepResult], None]

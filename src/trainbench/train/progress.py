@@ -1,0 +1,76 @@
+"""What a person watching ``trainbench run`` sees: a progress bar, then a summary table."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trainbench.config import Plan
+from trainbench.train.records import StepRecord
+
+if TYPE_CHECKING:
+    from trainbench.train.run import Outcome
+
+
+class ProgressView:
+    def __init__(self, plan: Plan, enabled: bool):
+        self.plan = plan
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"), console=self.console, disable=not enabled,
+        )  # fmt: skip
+        self.task = self.progress.add_task(
+            f"{plan.model.name} {plan.dtype} x{plan.gpus}", total=plan.train.steps, info="building model"
+        )
+
+    def __enter__(self) -> ProgressView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def update(self, rec: StepRecord) -> None:
+        mfu = "" if rec.mfu_pct is None else f" mfu {rec.mfu_pct:.1f}%"
+        info = f"loss {rec.loss:.3f} step {rec.step_time_s:.3f}s{mfu} mem {rec.mem_peak_gib:.1f}GiB"
+        self.progress.update(self.task, completed=rec.step, info=info)
+
+    def print_summary(self, outcome: Outcome) -> None:
+        s = outcome.summary
+        if s is None:
+            return
+        res = s.results
+        t = Table(title=f"trainbench run {s.run_id}: {s.status}")
+        t.add_column("")
+        t.add_column("last step (recipe)", justify="right")
+        t.add_column("steady-state median", justify="right")
+        last, steady = res.get("last_step") or {}, res.get("steady_state") or {}
+
+        def fmt(v: object, spec: str) -> str:
+            return "n/a" if v is None else format(v, spec)
+
+        for label, key, spec in [
+            ("step time (s)", "step_time_s", ".3f"),
+            ("tokens/s", "tokens_per_s", ",.0f"),
+            ("TFLOP/s per GPU", "tflops_per_gpu", ".1f"),
+            ("MFU (%)", "mfu_pct", ".2f"),
+            ("time to train 1T tokens (days)", "ttt_days", ".2f"),
+        ]:
+            t.add_row(label, fmt(last.get(key), spec), fmt(steady.get(f"median_{key}"), spec))
+        self.console.print(t)
+        if steady:
+            self.console.print(
+                f"steady-state window: steps {steady['first_step']}-{steady['last_step']} "
+                f"(n={steady['n']}, std {steady['std_s']:.4f}s, min {steady['min_s']:.4f}s, max {steady['max_s']:.4f}s)"
+            )
+        first = res.get("time_to_first_step_s")
+        if first is not None:
+            self.console.print(f"start to first finished step: {first:.1f}s")
+        if s.failure:
+            self.console.print(f"[red]{s.failure}[/red]")
+        self.console.print(f"records: {outcome.summary_path}")

@@ -1,0 +1,208 @@
+"""``trainbench run`` on CPU: it learns, its records round-trip, and faults keep every record."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainbench.cli import main
+from trainbench.recipe.resolve import resolve
+from trainbench.train.data import SyntheticTokens
+from trainbench.train.dist import DistContext
+from trainbench.train.loop import Trainer
+from trainbench.train.optim import lr_at
+from trainbench.train.records import RunSummary, StepRecord, parse_provenance_line
+from trainbench.train.run import execute
+from trainbench.train.timing import StepTimer
+
+CPU = torch.device("cpu")
+FAST = ["train.gbs=2", "train.warmup_steps=1"]
+
+
+def run_files(root: Path) -> tuple[Path, Path, Path]:
+    (summary,) = root.rglob("*.summary.json")
+    stem = str(summary).removesuffix(".summary.json")
+    return Path(stem + ".out"), Path(stem + ".steps.jsonl"), summary
+
+
+def test_tiny_learns_a_learnable_stream(tmp_path):
+    plan = resolve("tiny", 1, "bf16", "cpu", ["train.data=pattern", "train.lr=1e-2", "train.steps=12", *FAST])
+    out = execute(plan, results_root=tmp_path, run_id="learn", device=CPU)
+    assert out.status == "complete" and out.exit_code == 0
+    losses = [StepRecord.from_json(line).loss for line in run_files(tmp_path)[1].read_text().splitlines()]
+    assert len(losses) == 12
+    assert losses[0] == pytest.approx(torch.log(torch.tensor(512.0)).item(), rel=0.1)  # uniform at init
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_records_round_trip_and_recipe_grep_works(tmp_path, capsys):
+    args = ["run", "--model", "tiny", "--steps", "3", "--results-dir", str(tmp_path), "--run-id", "rt", *FAST]
+    assert main(args) == 0
+    out_path, steps_path, summary_path = run_files(tmp_path)
+    assert out_path.parent == tmp_path / "24.11" / "bf16" / "tiny" / "1"
+    assert out_path.name == "log-trainbench_llama3.1_tiny_1_rt.out"
+    lines = out_path.read_text().splitlines()
+    gsw = parse_provenance_line(lines[0])
+    assert gsw["MODEL"] == "llama3.1" and gsw["MODEL_SIZE"] == "tiny" and gsw["DTYPE"] == "bf16"
+    assert gsw["JOB_ID"] == "rt" and gsw["GBS"] == "2"
+    timings = [float(m.group(1)) for m in re.finditer(r"train_step_timing in s=([\d.]+)", out_path.read_text())]
+    records = [StepRecord.from_json(line) for line in steps_path.read_text().splitlines()]
+    assert [r.step for r in records] == [1, 2, 3]
+    assert timings == [pytest.approx(r.step_time_s, abs=1e-4) for r in records]
+    assert [r.consumed_samples for r in records] == [2, 4, 6]
+    assert records[0].tokens_per_s == pytest.approx(256 * 2 / records[0].step_time_s)
+    assert all(r.mfu_pct is None for r in records)  # a CPU has no peak: no MFU, never a made-up one
+    summary = RunSummary.read(summary_path)
+    assert summary.status == "complete" and summary.steps_done == 3 and summary.ended_at
+    assert summary.config["model"]["layers"] == 4 and summary.provenance["torch_version"] == torch.__version__
+    assert summary.results["last_step"]["step_time_s"] == records[-1].step_time_s
+    assert summary.results["steady_state"]["first_step"] == 2  # step 1 (warm-up) is outside the window
+    assert records[0].warmup and not records[-1].warmup
+    assert "not benchmark numbers" in capsys.readouterr().err
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
+    args = ["run", "--model", "tiny", "--steps", "1", "--results-dir", str(tmp_path), "--run-id", "same", *FAST]
+    assert main(args) == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(args) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+class PoisonAt(Trainer):
+    """A real trainer whose weights turn to Inf before step ``at``: a genuine NaN loss."""
+
+    at = 3
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls = 0
+
+    def step(self, batches, lr):
+        self.calls += 1
+        if self.calls == self.at:
+            with torch.no_grad():
+                self.model.norm.weight.fill_(float("inf"))
+        return super().step(batches, lr)
+
+
+def test_nan_loss_stops_the_run_and_keeps_every_record(tmp_path):
+    plan = resolve("tiny", 1, "bf16", "cpu", ["train.steps=6", *FAST])
+    out = execute(plan, results_root=tmp_path, run_id="nan", device=CPU, make_trainer=PoisonAt)
+    assert out.status == "failed" and out.exit_code == 1
+    out_path, steps_path, summary_path = run_files(tmp_path)
+    records = [StepRecord.from_json(line) for line in steps_path.read_text().splitlines()]
+    assert [r.step for r in records] == [1, 2, 3]  # the NaN step is kept, nothing after it runs
+    assert not torch.isfinite(torch.tensor(records[-1].loss))
+    summary = RunSummary.read(summary_path)
+    assert summary.status == "failed" and "non-finite loss" in summary.failure and "step 3" in summary.failure
+    assert "run failed" in out_path.read_text().splitlines()[-1]
+
+
+class OomAt(Trainer):
+    def step(self, batches, lr):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+def test_out_of_memory_is_reported_with_the_plan_and_what_to_change(tmp_path):
+    plan = resolve("tiny", 1, "bf16", "cpu", ["train.steps=2", *FAST])
+    out = execute(plan, results_root=tmp_path, run_id="oom", device=CPU, make_trainer=OomAt)
+    summary = RunSummary.read(run_files(tmp_path)[2])
+    assert out.status == "failed" and summary.status == "failed"
+    for words in ("out of memory", "Tried to allocate 20.00 GiB", "estimated", "model.layers=2",
+                  "train.activation_checkpointing=true"):  # fmt: skip
+        assert words in summary.failure
+
+
+def test_sigterm_leaves_records_and_an_incomplete_summary(tmp_path):
+    cmd = [sys.executable, "-m", "trainbench", "run", "--model", "tiny", "--steps", "500",
+           "--results-dir", str(tmp_path), "--run-id", "term", *FAST]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CI": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        steps = list(tmp_path.rglob("*.steps.jsonl"))
+        if steps and len(steps[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    _, steps_path, summary_path = run_files(tmp_path)
+    done = [StepRecord.from_json(line).step for line in steps_path.read_text().splitlines()]
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "incomplete" and "Terminated" in summary["failure"]
+    assert summary["steps_done"] == len(done) >= 2 and done == list(range(1, len(done) + 1))
+
+
+def test_step_timer_takes_the_slowest_rank_and_the_work_inside():
+    timer = StepTimer(CPU, reduce_max=lambda x: max(x, 0.5))  # another rank took 0.5 s
+    timer.start()
+    time.sleep(0.05)
+    assert timer.stop() == 0.5
+    timer = StepTimer(CPU)
+    timer.start()
+    time.sleep(0.05)
+    assert 0.05 <= timer.stop() < 0.5
+    with pytest.raises(AssertionError):
+        timer.stop()
+
+
+def test_learning_rate_follows_the_recipes_warmup_and_cosine():
+    t = resolve("8b", 8).train
+    assert lr_at(49, t) == pytest.approx(7.5e-6)  # the recipe's logs: lr 7.496e-06 at step 50
+    assert lr_at(1999, t) == pytest.approx(3e-4)
+    assert lr_at(t.decay_steps, t) == pytest.approx(3e-5)
+    mid = (t.warmup_steps + t.decay_steps) // 2
+    assert lr_at(mid, t) == pytest.approx((3e-4 + 3e-5) / 2, rel=1e-3)
+
+
+def test_synthetic_data_is_seeded_per_data_parallel_rank():
+    plan = resolve("tiny", 1)
+    a = SyntheticTokens(plan.model, plan.train, dp_rank=0, device=CPU).micro_batch()
+    b = SyntheticTokens(plan.model, plan.train, dp_rank=0, device=CPU).micro_batch()
+    c = SyntheticTokens(plan.model, plan.train, dp_rank=1, device=CPU).micro_batch()
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+    assert a[0].shape == (1, 256) and torch.equal(a[0][:, 1:], a[1][:, :-1])  # labels are the next tokens
+    assert int(a[0].max()) < 512
+
+
+def test_fp8_converts_block_linears_and_keeps_the_output_layer_bf16():
+    pytest.importorskip("torchao")
+    from torchao.float8.float8_linear import Float8Linear
+
+    from trainbench.model import Llama
+    from trainbench.parallel import parallelize
+
+    plan = resolve("tiny", 1, "fp8", "cpu", ["train.compile=false"])
+    with torch.device("meta"):
+        model = Llama(plan.model)
+    parallelize(model, plan, CPU)
+    converted = {n for n, m in model.named_modules() if isinstance(m, Float8Linear)}
+    assert len(converted) == 4 * 7 and "layers.0.attention.wq" in converted
+    assert "output" not in converted and type(model.output) is torch.nn.Linear
+
+
+def test_fp8_on_cpu_and_plans_that_do_not_fit_are_refused(capsys):
+    assert main(["run", "--model", "tiny", "--dtype", "fp8"]) == 2
+    assert "needs a GPU" in capsys.readouterr().err
+    assert main(["run", "--model", "8b", "--gpu-type", "h100", "--gpus", "1", "model.layers=32"]) == 2
+    assert "does not fit" in capsys.readouterr().err
+
+
+def test_trainer_is_deterministic_under_its_seed():
+    plan = resolve("tiny", 1, "bf16", "cpu", FAST)
+    losses = []
+    for _ in range(2):
+        tr = Trainer(plan, CPU, DistContext())
+        loss, _ = tr.step(tr.batches(), 1e-3)
+        losses.append(float(loss))
+    assert losses[0] == losses[1]
