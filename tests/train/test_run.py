@@ -165,14 +165,19 @@ def test_learning_rate_follows_the_recipes_warmup_and_cosine():
     assert lr_at(mid, t) == pytest.approx((3e-4 + 3e-5) / 2, rel=1e-3)
 
 
-def test_synthetic_data_is_seeded_per_data_parallel_rank():
+def test_synthetic_data_is_one_global_batch_sliced_by_data_parallel_rank():
     plan = resolve("tiny", 1)
-    a = SyntheticTokens(plan.model, plan.train, dp_rank=0, device=CPU).micro_batch()
-    b = SyntheticTokens(plan.model, plan.train, dp_rank=0, device=CPU).micro_batch()
-    c = SyntheticTokens(plan.model, plan.train, dp_rank=1, device=CPU).micro_batch()
-    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
-    assert a[0].shape == (1, 256) and torch.equal(a[0][:, 1:], a[1][:, :-1])  # labels are the next tokens
-    assert int(a[0].max()) < 512
+    single = SyntheticTokens(plan.model, plan.train, dp_rank=0, device=CPU).step_batches(step=5, ga=4)
+    again = SyntheticTokens(plan.model, plan.train, dp_rank=0, device=CPU).step_batches(step=5, ga=4)
+    rank1 = SyntheticTokens(plan.model, plan.train, dp_rank=1, device=CPU).step_batches(step=5, ga=2)
+    other_step = SyntheticTokens(plan.model, plan.train, dp_rank=0, device=CPU).step_batches(step=6, ga=4)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(single, again, strict=True))
+    # DP rank 1 of 2 holds samples 2 and 3 of the same global batch
+    assert torch.equal(rank1[0][0], single[2][0]) and torch.equal(rank1[1][0], single[3][0])
+    assert not torch.equal(single[0][0], single[1][0]) and not torch.equal(single[0][0], other_step[0][0])
+    inputs, labels = single[0]
+    assert inputs.shape == (1, 256) and torch.equal(inputs[:, 1:], labels[:, :-1])  # labels are the next tokens
+    assert int(inputs.max()) < 512 and int(inputs.min()) >= 0
 
 
 def test_fp8_converts_block_linears_and_keeps_the_output_layer_bf16():
@@ -203,6 +208,6 @@ def test_trainer_is_deterministic_under_its_seed():
     losses = []
     for _ in range(2):
         tr = Trainer(plan, CPU, DistContext())
-        loss, _ = tr.step(tr.batches(), 1e-3)
+        loss, _ = tr.step(tr.batches(1), 1e-3)
         losses.append(float(loss))
     assert losses[0] == losses[1]

@@ -29,9 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--flops-convention", default="recipe", choices=["recipe", "causal"])
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (recipe: 50; CPU default: 10)")
     p.add_argument("--results-dir", type=Path, default=None, help="results root (default $STAGE_PATH/results)")
-    p.add_argument(
-        "--run-id", default=None, help="names the run's files (default: a timestamp)"
-    )
+    p.add_argument("--run-id", default=None, help="names the run's files (default: a timestamp)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="as in plan, e.g. model.layers=2 train.gbs=8")
     p.set_defaults(func=cmd_run)

@@ -68,8 +68,8 @@ class Trainer:
             enabled = self.device.type == "cuda"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self.data.step_batches(self.ga)
+    def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.data.step_batches(step, self.ga)
 
     def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step over GA micro-batches. Returns (mean loss, grad norm) as device

@@ -100,7 +100,7 @@ def execute(
             timer = StepTimer(device, ctx.reduce_max)
             memory_gib(device)  # reset the peak: step 1 reports its own
             for step in range(1, steps + 1):
-                batches = trainer.batches()
+                batches = trainer.batches(step)
                 timer.start()
                 loss, grad_norm = trainer.step(batches, lr_at(step - 1, plan.train))
                 step_time_s = timer.stop()
