@@ -211,3 +211,15 @@ def test_trainer_is_deterministic_under_its_seed():
         loss, _ = tr.step(tr.batches(1), 1e-3)
         losses.append(float(loss))
     assert losses[0] == losses[1]
+
+
+def test_profile_window_writes_a_trace_and_a_kernel_table_and_marks_the_run(tmp_path, capsys):
+    args = ["run", "--model", "tiny", "--steps", "3", "--profile", "2:3", "--results-dir", str(tmp_path), *FAST]
+    assert main(args) == 0
+    (table,) = tmp_path.rglob("*.kernels.txt")
+    (trace,) = tmp_path.rglob("*.trace.json")
+    assert "aten::mm" in table.read_text() and json.loads(trace.read_text())["traceEvents"]
+    summary = RunSummary.read(run_files(tmp_path)[2])
+    assert summary.provenance["profile_window"] == [2, 3]
+    assert main(["run", "--model", "tiny", "--steps", "3", "--profile", "2:9"]) == 2
+    assert "ends after the run's 3 steps" in capsys.readouterr().err

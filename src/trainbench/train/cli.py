@@ -30,9 +30,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (recipe: 50; CPU default: 10)")
     p.add_argument("--results-dir", type=Path, default=None, help="results root (default $STAGE_PATH/results)")
     p.add_argument("--run-id", default=None, help="names the run's files (default: a timestamp)")
+    p.add_argument(
+        "--profile",
+        type=_window,
+        default=None,
+        metavar="FIRST:LAST",
+        help="profile these steps (recipe: 20:30): a trace and a kernel table; the run is marked profiled",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="as in plan, e.g. model.layers=2 train.gbs=8")
     p.set_defaults(func=cmd_run)
+
+
+def _window(text: str) -> tuple[int, int]:
+    from trainbench.metrics.steady import parse_window
+
+    try:
+        return parse_window(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def resolve_for_here(args: argparse.Namespace) -> tuple[Plan, torch.device]:
@@ -73,6 +89,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plan, device = resolve_for_here(args)
     check_fits(plan)
+    if args.profile and args.profile[1] > plan.train.steps:
+        raise ConfigError(
+            f"--profile {args.profile[0]}:{args.profile[1]} ends after the run's {plan.train.steps} steps"
+        )
     if plan.gpus > 1:
         raise ConfigError(f"{plan.gpus} GPUs asked for; this build runs one process (use --gpus 1)")
     if device.type == "cpu":
@@ -87,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             run_id=args.run_id or new_run_id(),
             device=device,
             on_step=view.update,
+            profile=args.profile,
         )
     view.print_summary(outcome)
     return outcome.exit_code

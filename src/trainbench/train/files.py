@@ -28,6 +28,7 @@ class RunFiles:
     def __init__(self, results_root: Path, dtype: str, model: str, gpus: int, run_id: str):
         self.directory = run_dir(results_root, dtype, model, gpus)
         stem = run_stem(model, gpus, run_id)
+        self.stem = self.directory / stem
         self.out_path = self.directory / f"{stem}.out"
         self.steps_path = self.directory / f"{stem}.steps.jsonl"
         self.summary_path = self.directory / f"{stem}.summary.json"

@@ -27,6 +27,7 @@ from trainbench.train.loop import (
     sigterm_as_exception,
 )
 from trainbench.train.optim import lr_at
+from trainbench.train.profiling import StepProfiler
 from trainbench.train.records import GSW_VERSION, RunSummary, StepRecord, provenance_line
 from trainbench.train.timing import StepTimer
 
@@ -70,6 +71,7 @@ def execute(
     make_trainer: Callable[[Plan, torch.device, DistContext], Any] = Trainer,
     nodes: int = 1,
     on_step: Callable[[StepRecord], None] | None = None,
+    profile: tuple[int, int] | None = None,
 ) -> Outcome:
     """Run ``plan.train.steps`` steps. Rank 0 writes the run files; every rank trains."""
     ctx = ctx or DistContext()
@@ -83,6 +85,9 @@ def execute(
         started_at=provenance.now_iso(),
     )
     summary.provenance["plan_memory_gib"] = describe(plan)["memory_breakdown_gib"]
+    if profile:
+        summary.provenance["profile_window"] = list(profile)  # marks the run: not a performance result
+    profiler = StepProfiler(profile if ctx.is_rank0 else None, files.stem if files else Path("."), device)
     if files:
         files.create()
         files.write_line(provenance_line(gsw_fields(plan, run_id, nodes, max(1, plan.gpus // nodes))))
@@ -101,9 +106,11 @@ def execute(
             memory_gib(device)  # reset the peak: step 1 reports its own
             for step in range(1, steps + 1):
                 batches = trainer.batches(step)
+                profiler.before_step(step)
                 timer.start()
                 loss, grad_norm = trainer.step(batches, lr_at(step - 1, plan.train))
                 step_time_s = timer.stop()
+                profiler.after_step(step)
                 result = trainer.read(loss, grad_norm)
                 peak_gib, reserved_gib = memory_gib(device)
                 step_times[step] = step_time_s
@@ -140,6 +147,7 @@ def execute(
         summary.status, exit_code = "incomplete", EXIT_INTERRUPTED
         summary.failure = f"interrupted ({type(exc).__name__} {exc}) after {len(step_times)} of {steps} steps"
     finally:
+        profiler.finish()
         summary.ended_at = provenance.now_iso()
         summary.steps_done = len(step_times)
         summary.results = summarize(
