@@ -223,3 +223,38 @@ def test_profile_window_writes_a_trace_and_a_kernel_table_and_marks_the_run(tmp_
     assert summary.provenance["profile_window"] == [2, 3]
     assert main(["run", "--model", "tiny", "--steps", "3", "--profile", "2:9"]) == 2
     assert "ends after the run's 3 steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides", [["train.compile=true"], ["train.activation_checkpointing=true"]])
+def test_wrapped_blocks_still_initialise_and_train(overrides):
+    """Compile and checkpointing wrap each block; init and a step must go through the wrappers.
+    (Inductor needs a C++ compiler on CPU: the eager backend checks the wrapping alone.)"""
+    plan = resolve("tiny", 1, "bf16", "cpu", [*FAST, *overrides])
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(suppress_errors=False):
+        from trainbench.parallel import apply
+
+        original = torch.compile
+        apply.torch.compile = lambda m, **kw: original(m, backend="eager", **kw)  # type: ignore[assignment]
+        try:
+            reference = float(Trainer(resolve("tiny", 1, "bf16", "cpu", FAST), CPU, DistContext()).step(
+                Trainer(plan, CPU, DistContext()).batches(1), 1e-3)[0])  # fmt: skip
+            tr = Trainer(plan, CPU, DistContext())
+            wrapped = type(tr.model.layers["0"]).__name__
+            loss = float(tr.step(tr.batches(1), 1e-3)[0])
+        finally:
+            apply.torch.compile = original  # type: ignore[assignment]
+    assert wrapped in ("OptimizedModule", "CheckpointWrapper")
+    assert loss == pytest.approx(reference, rel=1e-5)
+
+
+def test_an_unexpected_error_marks_the_summary_failed_and_surfaces(tmp_path):
+    class Broken(Trainer):
+        def step(self, batches, lr):
+            raise RuntimeError("cuDNN said no")
+
+    plan = resolve("tiny", 1, "bf16", "cpu", ["train.steps=2", *FAST])
+    with pytest.raises(RuntimeError, match="cuDNN said no"):
+        execute(plan, results_root=tmp_path, run_id="bug", device=CPU, make_trainer=Broken)
+    summary = RunSummary.read(run_files(tmp_path)[2])
+    assert summary.status == "failed" and "RuntimeError: cuDNN said no" in summary.failure

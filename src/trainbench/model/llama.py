@@ -161,8 +161,9 @@ class Llama(nn.Module):
         if self.tok_embeddings is not None:
             nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=EMBEDDING_INIT_STD)
         for layer in self.layers.values():
-            assert isinstance(layer, TransformerBlock)
-            layer.init_weights()
+            # Blocks may be wrapped from outside (torch.compile, activation checkpointing);
+            # the wrappers forward attribute access, so call through them.
+            layer.init_weights()  # type: ignore[operator]
         if self.norm is not None:
             self.norm.reset_parameters()
         if self.output is not None:

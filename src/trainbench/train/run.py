@@ -146,6 +146,10 @@ def execute(
     except (KeyboardInterrupt, Terminated) as exc:
         summary.status, exit_code = "incomplete", EXIT_INTERRUPTED
         summary.failure = f"interrupted ({type(exc).__name__} {exc}) after {len(step_times)} of {steps} steps"
+    except Exception as exc:  # a bug or an environment fault: record it, then let it surface
+        summary.status = "failed"
+        summary.failure = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         profiler.finish()
         summary.ended_at = provenance.now_iso()
