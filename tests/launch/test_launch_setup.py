@@ -59,6 +59,9 @@ def test_missing_programs_are_reported_with_what_to_do():
     checks = slurm_checks(which=lambda p: "/usr/bin/sbatch" if p == "sbatch" else None)
     assert checks[0].ok and not any(c.ok for c in checks[1:])
     assert all(c.todo for c in checks[1:])
+    no_accounting = subprocess.CompletedProcess([], 1, "", "Slurm accounting storage is disabled\n")
+    sacct = slurm_checks(which=lambda p: f"/usr/bin/{p}", runner=lambda argv: no_accounting)[-1]
+    assert sacct.ok and "accounting storage is disabled" in sacct.detail and "scontrol" in sacct.detail
 
     def runner(argv):
         out = "  --container-image=[USER@][REGISTRY#]IMAGE[:TAG]|PATH\n" if argv[0] == "srun" else "3.5.0\n"

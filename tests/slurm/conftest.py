@@ -68,7 +68,8 @@ def cluster(tmp_path_factory):
     installed = subprocess.run(["bash", str(CLUSTER_SCRIPT), "ensure-installed"], capture_output=True, text=True,
                                timeout=900)  # fmt: skip
     if installed.returncode != 0:
-        pytest.skip(f"Slurm cannot be installed here: {installed.stderr.strip().splitlines()[-1:]}")
+        why = (installed.stderr.strip().splitlines() or [f"exit {installed.returncode}"])[-1]
+        pytest.skip(f"Slurm cannot be installed here: {why}")
     directory = tmp_path_factory.mktemp("slurm")
     started = subprocess.run(["bash", str(CLUSTER_SCRIPT), "start", str(directory)], capture_output=True, text=True,
                              timeout=120)  # fmt: skip

@@ -73,13 +73,17 @@ def torch_checks() -> list[Check]:
     return out
 
 
-def slurm_checks(which: Which = shutil.which) -> list[Check]:
+def slurm_checks(which: Which = shutil.which, runner: Runner = run_command) -> list[Check]:
     out = []
     for prog, role in SLURM_PROGRAMS.items():
         path = which(prog)
-        out.append(
-            Check(prog, path is not None, path or "not found", "" if path else f"install Slurm's client ({role})")
-        )
+        detail = path or "not found"
+        if path and prog == "sacct":
+            probe = runner(["sacct", "-n", "-X", "-S", "now", "-o", "JobID"])
+            if probe.returncode != 0:  # e.g. "Slurm accounting storage is disabled"
+                why = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
+                detail = f"{path} ({why}: trainbench jobs uses scontrol)"
+        out.append(Check(prog, path is not None, detail, "" if path else f"install Slurm's client ({role})"))
     return out
 
 
@@ -117,7 +121,7 @@ def disk_check(stage: Path) -> Check:
 
 def readiness(stage: Path, which: Which = shutil.which, runner: Runner = run_command) -> list[Check]:
     python = Check("Python", True, f"{platform.python_version()} ({platform.python_implementation()})")
-    return [python, *torch_checks(), *slurm_checks(which), *container_checks(which, runner), disk_check(stage)]
+    return [python, *torch_checks(), *slurm_checks(which, runner), *container_checks(which, runner), disk_check(stage)]
 
 
 def format_report(checks: Sequence[Check]) -> str:
