@@ -9,6 +9,7 @@ from trainbench.cli import build_parser
 from trainbench.errors import ConfigError
 from trainbench.launch.cli import request_from_args
 from trainbench.launch.env import RECIPE_JOB_ENV, defaults_from_env, job_environment, merge_overrides
+from trainbench.launch.submit import plan_jobs
 
 RECIPE_SHELL = {
     "DTYPE": "FP8",  # the recipe's DTYPE is case-insensitive
@@ -50,6 +51,13 @@ def test_command_line_wins_over_the_environment():
     )
     assert (req.gpus_per_node, req.steps) == (4, 10)
     assert req.overrides == ["parallel.vp=null", "model.layers=63", "parallel.tp=8", "train.gbs=64"]
+
+
+def test_train_steps_on_the_command_line_beats_max_steps_and_zero_gpus_per_node_is_refused():
+    req = submit_request(["--gpus", "576", "train.steps=12"], RECIPE_SHELL)
+    assert req.steps is None and req.overrides[-1] == "train.steps=12"
+    with pytest.raises(ConfigError, match="--gpus-per-node must be positive"):
+        plan_jobs(submit_request(["--gpus", "576", "--gpus-per-node", "0"], RECIPE_SHELL))
 
 
 def test_gpus_per_node_null_means_no_gpu_request_with_eight_per_node():

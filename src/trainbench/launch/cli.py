@@ -121,6 +121,10 @@ def _list(value: str | None, what: str) -> list[str]:
     return items
 
 
+def _sets(overrides: list[str], key: str) -> bool:
+    return any(item.partition("=")[0].strip() == key for item in overrides)
+
+
 def request_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> SubmitRequest:
     """The submit request: options, else the recipe's environment variables, else the recipe's defaults."""
     problems: list[str] = []
@@ -163,8 +167,8 @@ def request_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> S
         code_dir=str(Path(trainbench.__file__).resolve().parent),
         repeats=args.repeats,
         gpu_type=args.gpu_type,
-        steps=args.steps if args.steps is not None else env.steps,
-        gpus_per_node=args.gpus_per_node or env.gpus_per_node or 8,
+        steps=args.steps if args.steps is not None or _sets(args.overrides, "train.steps") else env.steps,
+        gpus_per_node=args.gpus_per_node if args.gpus_per_node is not None else env.gpus_per_node or 8,
         request_gpus=not args.no_gpu_request and env.request_gpus,
         results_dir=args.results_dir,
         profile_dir=args.profile_dir,

@@ -103,7 +103,12 @@ class JobSpec:
 
 def check(spec: JobSpec) -> list[str]:
     """Every problem with ``spec``; empty when it may be rendered and submitted."""
-    out = check_options(spec.options)
+    return check_options(spec.options) + check_cell(spec)
+
+
+def check_cell(spec: JobSpec) -> list[str]:
+    """The problems of this cell with these options (those of the options alone: ``check_options``)."""
+    out: list[str] = []
     gpus, per_node = spec.plan.gpus, spec.options.gpus_per_node
     if per_node >= 1 and gpus > per_node and gpus % per_node:
         out.append(f"--gpus {gpus} is not a whole number of {per_node}-GPU nodes; give a multiple of {per_node}")
@@ -173,7 +178,7 @@ def _container_problems(o: LaunchOptions) -> list[str]:
             out.append(f"container mount {mount!r} must be SRC:DST[:FLAGS] without spaces or commas")
         elif not (parts[0].startswith("/") and parts[1].startswith("/")):
             out.append(f"container mount {mount!r}: SRC and DST must be absolute paths")
-    if _CONTROL.search(o.code_dir) or "," in o.code_dir or ":" in o.code_dir:
+    if not o.code_dir.startswith("/") or _CONTROL.search(o.code_dir) or "," in o.code_dir or ":" in o.code_dir:
         out.append(f"trainbench's code directory {o.code_dir!r} cannot be mounted into a container")
     return out
 

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from trainbench.errors import ConfigError
 from trainbench.launch.jobs import JobRecord, Runner, append_record, run_command
-from trainbench.launch.sbatch import JobSpec, LaunchOptions, check, check_options, render
+from trainbench.launch.sbatch import JobSpec, LaunchOptions, check_cell, check_options, render
 from trainbench.recipe.resolve import resolve
 
 DEFAULT_STEPS = 50  # the recipe runs 50 steps
@@ -100,9 +100,10 @@ def plan_jobs(req: SubmitRequest) -> list[PlannedJob]:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             problems.append(f"{prefix}an override value cannot be read as an OmegaConf value: {first}")
             continue
-        plan.train.steps = req.steps if req.steps is not None else plan.train.steps
+        if req.steps is not None:
+            plan.train.steps = req.steps
         spec = JobSpec(plan=plan, model=model.lower(), options=options)
-        problems += [prefix + r for r in check(spec) if r not in check_options(options)]
+        problems += [prefix + r for r in check_cell(spec)]
         specs.append(spec)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))  # cells share most problems: say each once
