@@ -72,6 +72,9 @@ class Attention(nn.Module):
         q = self.wq(x).view(bsz, seqlen, -1, self.head_dim)  # (B, S, Hq, D)
         k = self.wk(x).view(bsz, seqlen, -1, self.head_dim)  # (B, S, Hkv, D)
         v = self.wv(x).view(bsz, seqlen, -1, self.head_dim)  # (B, S, Hkv, D)
+        # Sliced here, where S is the whole sequence even when the residual stream outside the
+        # attention is sequence-parallel (sharded along S over the tensor-parallel ranks).
+        rope = rope[:seqlen]  # (S, 2D): positions 0..S-1
         q, k = apply_rope(q, rope), apply_rope(k, rope)
         # Expand K/V to the query heads explicitly (not enable_gqa): context-parallel SDPA
         # dispatch and every SDPA backend then see plain multi-head attention.
@@ -176,9 +179,8 @@ class Llama(nn.Module):
         seqlen = h.shape[1]
         if seqlen > self.rope_cache.shape[0]:
             raise ValueError(f"sequence length {seqlen} exceeds the rope table's {self.rope_cache.shape[0]} positions")
-        rope = self.rope_cache[:seqlen]  # (S, 2D): positions 0..S-1
         for layer in self.layers.values():
-            h = layer(h, rope)
+            h = layer(h, self.rope_cache)  # the whole table: attention takes its sequence's positions
         if self.norm is not None:
             h = self.norm(h)
         return self.output(h) if self.output is not None else h
