@@ -1,34 +1,61 @@
-"""``parallelize(model, plan)``: every transformation of the plain model, in one fixed order.
+"""``parallelize(model, plan, device, mesh)``: every transformation of the plain model, in one fixed order.
 
 1. float8 conversion of the transformer blocks' linears (torchao; the output layer stays bf16)
-2. tensor parallel (with sequence parallel)
+2. tensor parallel (with sequence parallel) over the mesh's ``tp`` dimension, when TP > 1
 3. activation checkpointing, when chosen
 4. per-block ``torch.compile``
-5. data-parallel sharding (FSDP2)
+5. data-parallel sharding (FSDP2) over the mesh's ``dp`` x ``cp`` ranks, when there are several
 
 The model is built on the meta device before this runs; weights are materialised and
-initialised afterwards, so nothing here allocates a whole model.
+initialised afterwards, so nothing here allocates a whole model. ``model`` may be a pipeline
+stage's chunk (see ``pipeline.split_model``). Without a mesh only steps 1, 3 and 4 apply.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from trainbench.config import Plan
+from trainbench.parallel.mesh import FSDP_DIM, dim_size
+
+if TYPE_CHECKING:
+    from trainbench.parallel.mesh import ParallelMesh
 
 
 def compile_enabled(plan: Plan, device: torch.device) -> bool:
     return plan.train.compile if plan.train.compile is not None else device.type == "cuda"
 
 
-def parallelize(model: nn.Module, plan: Plan, device: torch.device) -> nn.Module:
+def bf16_enabled(plan: Plan, device: torch.device) -> bool:
+    """bf16 compute over fp32 master weights; None means on with CUDA, off on CPU (fp32 there)."""
+    return plan.train.bf16_autocast if plan.train.bf16_autocast is not None else device.type == "cuda"
+
+
+def parallelize(model: nn.Module, plan: Plan, device: torch.device, mesh: ParallelMesh | None = None) -> nn.Module:
     if plan.train.dtype == "fp8":
         convert_to_float8(model, plan.train.fp8_recipe)
+    if dim_size(mesh, "tp") > 1:
+        from trainbench.parallel.tensor import apply_tensor_parallel, uses_float8_styles
+
+        assert mesh is not None
+        apply_tensor_parallel(
+            model,
+            mesh["tp"],
+            sequence_parallel=plan.parallel.sequence_parallel,
+            float8=uses_float8_styles(plan.train.dtype, plan.train.fp8_recipe),
+        )
     if plan.train.activation_checkpointing:
         apply_activation_checkpointing(model)
     if compile_enabled(plan, device):
         compile_blocks(model)
+    if dim_size(mesh, FSDP_DIM) > 1:
+        from trainbench.parallel.fsdp import apply_fsdp
+
+        assert mesh is not None
+        apply_fsdp(model, mesh[FSDP_DIM], bf16=bf16_enabled(plan, device), reshard_after_forward=plan.parallel.pp == 1)
     return model
 
 

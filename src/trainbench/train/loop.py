@@ -20,7 +20,7 @@ from torch import nn
 
 from trainbench.config import Plan
 from trainbench.model import Llama, cross_entropy_loss
-from trainbench.parallel import parallelize
+from trainbench.parallel import build_chunks, clip_grad_norm_, parallelize, sequence_sharding
 from trainbench.train.data import SyntheticTokens
 from trainbench.train.dist import DistContext
 from trainbench.train.optim import build_optimizer, set_lr
@@ -48,6 +48,8 @@ class Trainer:
     def __init__(self, plan: Plan, device: torch.device, ctx: DistContext, model: nn.Module | None = None):
         self.plan, self.device, self.ctx = plan, device, ctx
         torch.manual_seed(plan.train.seed)
+        if model is None and ctx.mesh is not None:  # several ranks: parallelized, same weights as one process
+            (model,) = build_chunks(plan, device, ctx.mesh)
         if model is None:
             with torch.device("meta"):
                 model = Llama(plan.model)
@@ -60,6 +62,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.params, plan.train, device)
         self.data = SyntheticTokens(plan.model, plan.train, dp_rank=ctx.dp_rank, device=device)
         self.ga = plan.ga
+        self.shard_sequence = sequence_sharding(ctx.mesh, [model])  # context parallel; a no-op without CP
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         # bf16 mixed precision: fp32 master weights, bf16 compute (fp8 linears cast further).
@@ -77,12 +80,13 @@ class Trainer:
         set_lr(self.optimizer, lr)
         total = torch.zeros((), device=self.device)
         for inputs, labels in batches:
-            with self.autocast():
-                logits = self.model(inputs)
-                loss = cross_entropy_loss(logits, labels) / self.ga
-            loss.backward()
+            with self.shard_sequence(inputs, labels):
+                with self.autocast():
+                    logits = self.model(inputs)
+                    loss = cross_entropy_loss(logits, labels) / self.ga
+                loss.backward()
             total += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.plan.train.grad_clip)
+        grad_norm = clip_grad_norm_(self.params, self.plan.train.grad_clip, self.ctx.mesh)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total, grad_norm
