@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from trainbench.config import Plan
 from trainbench.errors import ConfigError
 from trainbench.metrics.peaks import gpu_type_from_device_name
 from trainbench.recipe.resolve import resolve
+from trainbench.train.launch import DEFAULT_DIST_TIMEOUT_S, NodeSpec, node_spec
 
 CPU_DEFAULT_STEPS = 10
 
@@ -38,6 +40,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="profile these steps (recipe: 20:30): a trace and a kernel table; the run is marked profiled",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help="processes (GPUs) on this node, started through torchrun; default: every visible GPU "
+        "(--gpus / nodes when --gpus is given; nodes from SLURM_NNODES or NNODES)",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_DIST_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"process-group timeout: how long a rank waits for a hung peer before the job fails "
+        f"(default {DEFAULT_DIST_TIMEOUT_S})",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="as in plan, e.g. model.layers=2 train.gbs=8")
     p.set_defaults(func=cmd_run)
 
@@ -68,7 +85,7 @@ def resolve_for_here(args: argparse.Namespace) -> tuple[Plan, torch.device]:
             gpu_type = gpu_type or "unknown"
         else:
             gpu_type = "cpu"
-    gpus = args.gpus or 1
+    gpus = node_for_here(args).world_size
     overrides = list(args.overrides)
     steps = args.steps if args.steps is not None else (None if cuda else CPU_DEFAULT_STEPS)
     if steps is not None:
@@ -82,6 +99,11 @@ def resolve_for_here(args: argparse.Namespace) -> tuple[Plan, torch.device]:
     return plan, device
 
 
+def node_for_here(args: argparse.Namespace) -> NodeSpec:
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return node_spec(args.gpus, args.nproc_per_node, visible, os.environ)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from trainbench.train.files import default_results_root, new_run_id
     from trainbench.train.progress import ProgressView
@@ -93,10 +115,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--profile {args.profile[0]}:{args.profile[1]} ends after the run's {plan.train.steps} steps"
         )
-    if plan.gpus > 1:
-        raise ConfigError(f"{plan.gpus} GPUs asked for; this build runs one process (use --gpus 1)")
     if device.type == "cpu":
         print("trainbench run: no GPU here; CPU numbers are smoke tests, not benchmark numbers.", file=sys.stderr)
+    if plan.gpus > 1:
+        return run_parallel(args, plan)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     view = ProgressView(plan, enabled=not args.no_progress and sys.stderr.isatty())
@@ -111,3 +133,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     view.print_summary(outcome)
     return outcome.exit_code
+
+
+def run_parallel(args: argparse.Namespace, plan: Plan) -> int:
+    """Several processes: this node's share of the job through torchrun (see ``train.launch``)."""
+    from trainbench.parallel.pipeline import pipeline_problems
+    from trainbench.train.files import default_results_root, new_run_id
+    from trainbench.train.launch import run_workers
+    from trainbench.train.progress import ProgressView
+    from trainbench.train.records import RunSummary
+    from trainbench.train.run import Outcome
+
+    if problems := pipeline_problems(plan):
+        raise ConfigError(problems)
+    node = node_for_here(args)
+    if node.nnodes > 1 and not args.run_id:
+        raise ConfigError(f"a job of {node.nnodes} nodes needs --run-id, the same on every node")
+    results_root = args.results_dir or default_results_root()
+    run_id = args.run_id or new_run_id()
+    result = run_workers(
+        plan, results_root=results_root, run_id=run_id, node=node, dist_timeout_s=args.dist_timeout,
+        progress=not args.no_progress and sys.stderr.isatty(), profile=args.profile,
+    )  # fmt: skip
+    if node.node_rank == 0:
+        from trainbench.train.files import RunFiles
+
+        path = RunFiles(results_root, plan.dtype, plan.model.name, plan.gpus, run_id).summary_path
+        summary = RunSummary.read(path) if path.exists() else None
+        ProgressView(plan, enabled=False).print_summary(Outcome(result.status, path, result.exit_code, summary))
+    elif result.failure:
+        print(f"trainbench run: node {node.node_rank}: {result.failure}", file=sys.stderr)
+    return result.exit_code

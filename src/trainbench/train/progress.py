@@ -6,6 +6,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -72,5 +73,5 @@ class ProgressView:
         if first is not None:
             self.console.print(f"start to first finished step: {first:.1f}s")
         if s.failure:
-            self.console.print(f"[red]{s.failure}[/red]")
+            self.console.print(f"[red]{escape(s.failure)}[/red]")  # error texts may hold [brackets]
         self.console.print(f"records: {outcome.summary_path}")
