@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="resolve and validate a recipe cell; print its numbers")
     _add_cell_arguments(plan, gpus_default=8)
     plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="also build each pipeline stage on the meta device for the plan's world size (fake process group): "
+        "parameters per rank, the stage split, memory per rank; no GPU needed",
+    )
     plan.set_defaults(func=cmd_plan)
     register_report(sub)
 
@@ -66,12 +72,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
         peak_tflops=args.peak_tflops,
     )
     info = describe(plan)
+    if args.dry_run:
+        from trainbench.parallel.dryrun import dry_run
+
+        info["dry_run"] = dry_run(plan)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         from trainbench.views import print_plan
 
         print_plan(info)
+        if args.dry_run:
+            from trainbench.parallel.dryrun import format_dry_run
+
+            print("\n".join(format_dry_run(plan, info["dry_run"])))
     return 0
 
 
