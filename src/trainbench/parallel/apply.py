@@ -13,16 +13,11 @@ stage's chunk (see ``pipeline.split_model``). Without a mesh only steps 1, 3 and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from trainbench.config import Plan
-from trainbench.parallel.mesh import FSDP_DIM, dim_size
-
-if TYPE_CHECKING:
-    from trainbench.parallel.mesh import ParallelMesh
+from trainbench.parallel.mesh import FSDP_DIM, ParallelMesh, dim_size
 
 
 def compile_enabled(plan: Plan, device: torch.device) -> bool:

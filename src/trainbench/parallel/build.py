@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,10 +10,8 @@ from trainbench.config import Plan
 from trainbench.model import Llama
 from trainbench.parallel.apply import parallelize
 from trainbench.parallel.init import init_like_single_process
+from trainbench.parallel.mesh import ParallelMesh
 from trainbench.parallel.pipeline import split_model
-
-if TYPE_CHECKING:
-    from trainbench.parallel.mesh import ParallelMesh
 
 
 def build_chunks(

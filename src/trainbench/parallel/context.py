@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import torch
 from torch import nn
 
-from trainbench.parallel.mesh import dim_size
-
-if TYPE_CHECKING:
-    from trainbench.parallel.mesh import ParallelMesh
+from trainbench.parallel.mesh import ParallelMesh, dim_size
 
 SequenceSharding = Callable[[torch.Tensor, torch.Tensor], contextlib.AbstractContextManager[None]]
 

@@ -10,14 +10,10 @@ norm: the one a single process would compute for the whole model.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import torch
 
-from trainbench.parallel.mesh import dim_size
-
-if TYPE_CHECKING:
-    from trainbench.parallel.mesh import ParallelMesh
+from trainbench.parallel.mesh import ParallelMesh, dim_size
 
 
 def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float, mesh: ParallelMesh | None) -> torch.Tensor:

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from trainbench.config import Plan
 from trainbench.model import Llama, cross_entropy_loss
-
-if TYPE_CHECKING:
-    from trainbench.parallel.mesh import ParallelMesh
+from trainbench.parallel.mesh import FSDP_DIM, ParallelMesh, dim_size
 
 
 def num_stages(plan: Plan) -> int:
@@ -78,7 +75,9 @@ def pipeline_problems(plan: Plan) -> list[str]:
 
 class Autocast(nn.Module):
     """Runs a stage's forward under bf16 autocast. The schedule runs backwards inside its own ``step``,
-    so autocast cannot wrap the step as it wraps a single process's forward."""
+    so autocast cannot wrap the step as it wraps a single process's forward. Only for stages without
+    FSDP: FSDP's mixed-precision policy computes in bf16 already, and the stage must stay the
+    ``FSDPModule`` itself for the schedule to defer gradient reduction to the last micro-batch."""
 
     def __init__(self, inner: nn.Module, device_type: str):
         super().__init__()
@@ -96,7 +95,8 @@ def build_schedule(
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
 
     group = mesh["pp"].get_group()
-    modules = [Autocast(c, device.type) if bf16 else c for c in chunks]
+    wrap = bf16 and dim_size(mesh, FSDP_DIM) == 1
+    modules = [Autocast(c, device.type) if wrap else c for c in chunks]
     stages = [PipelineStage(m, s, num_stages(plan), device, group=group) for m, s in zip(modules, ids, strict=True)]
     if plan.parallel.vp is None:
         return Schedule1F1B(stages[0], n_microbatches=plan.ga, loss_fn=cross_entropy_loss)
