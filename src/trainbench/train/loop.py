@@ -20,10 +20,18 @@ from torch import nn
 
 from trainbench.config import Plan
 from trainbench.model import Llama, cross_entropy_loss
-from trainbench.parallel import build_chunks, clip_grad_norm_, parallelize, sequence_sharding
+from trainbench.parallel import (
+    bf16_enabled,
+    build_chunks,
+    clip_grad_norm_,
+    compile_enabled,
+    parallelize,
+    sequence_sharding,
+)
 from trainbench.train.data import SyntheticTokens
 from trainbench.train.dist import DistContext
 from trainbench.train.optim import build_optimizer, set_lr
+from trainbench.train.precision import Bf16MasterWeights
 
 GIB = 2**30
 
@@ -59,17 +67,31 @@ class Trainer:
                 model.init_weights()  # type: ignore[operator]
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.params, plan.train, device)
+        # One rank holding whole parameters in bf16 compute: the recipe's bf16 weights with fp32
+        # masters (train/precision.py). Sharded (FSDP) parameters get the same from FSDP's policy.
+        compiled = compile_enabled(plan, device)
+        self.master = (
+            Bf16MasterWeights(self.params, compile_accumulate=compiled) if ctx.mesh is None and self.bf16 else None
+        )
+        # The loss over a 128k vocabulary is memory-bound: compiled, the fp32 upcast, log-softmax and
+        # its gradient fuse into fewer passes over the (tokens x vocab) logits.
+        self.loss_fn = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
+        self.optimizer = build_optimizer(self.optimizer_params, plan.train, device)
         self.data = SyntheticTokens(plan.model, plan.train, dp_rank=ctx.dp_rank, device=device)
         self.ga = plan.ga
         self.shard_sequence = sequence_sharding(ctx.mesh, [model])  # context parallel; a no-op without CP
 
+    @property
+    def bf16(self) -> bool:
+        return bf16_enabled(self.plan, self.device)
+
+    @property
+    def optimizer_params(self) -> list[torch.Tensor]:
+        return self.master.optimizer_params if self.master else self.params  # type: ignore[return-value]
+
     def autocast(self) -> contextlib.AbstractContextManager[None]:
-        # bf16 mixed precision: fp32 master weights, bf16 compute (fp8 linears cast further).
-        enabled = self.plan.train.bf16_autocast
-        if enabled is None:
-            enabled = self.device.type == "cuda"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        # bf16 compute over fp32 master weights (fp8 linears cast further).
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.data.step_batches(step, self.ga)
@@ -83,12 +105,15 @@ class Trainer:
             with self.shard_sequence(inputs, labels):
                 with self.autocast():
                     logits = self.model(inputs)
-                    loss = cross_entropy_loss(logits, labels) / self.ga
+                    loss = self.loss_fn(logits, labels) / self.ga
                 loss.backward()
             total += loss.detach()
-        grad_norm = clip_grad_norm_(self.params, self.plan.train.grad_clip, self.ctx.mesh)
+        grad_norm = clip_grad_norm_(self.optimizer_params, self.plan.train.grad_clip, self.ctx.mesh)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.master:
+            self.master.after_optimizer_step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         return total, grad_norm
 
     def read(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> StepResult:

@@ -18,7 +18,7 @@ def lr_at(step: int, t: TrainConfig) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(params: list[torch.nn.Parameter], t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(params: list[torch.Tensor], t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW on the fp32 master parameters; fused on CUDA (one kernel for all tensors)."""
     fused = device.type == "cuda"
     return torch.optim.AdamW(
