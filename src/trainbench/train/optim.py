@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -18,11 +19,11 @@ def lr_at(step: int, t: TrainConfig) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(params: list[torch.Tensor], t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(params: Sequence[torch.Tensor], t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW on the fp32 master parameters; fused on CUDA (one kernel for all tensors)."""
     fused = device.type == "cuda"
     return torch.optim.AdamW(
-        params,
+        list(params),
         lr=lr_at(0, t),
         betas=(t.beta1, t.beta2),
         eps=t.adam_eps,
