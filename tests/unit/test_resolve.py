@@ -115,7 +115,9 @@ def test_every_violation_is_reported_at_once():
      ({}, ["parallel.tp=two"], "parallel.tp='two': expected int"), ({}, ["parallel.tp"], "not of the form"),
      ({}, ["parallel.dp=4"], "DP is derived"), ({}, ["train.gbs=-8"], "train.gbs must be positive, got -8"),
      ({}, ["parallel.vp=2"], "VP 2 needs PP > 1"), ({}, ["train.dtype=fp4"], "train.dtype must be one of"),
-     ({}, ["train.fp8_recipe=blockwise"], "train.fp8_recipe must be one of")],
+     ({}, ["train.fp8_recipe=blockwise"], "train.fp8_recipe must be one of"),
+     ({}, ["model.name=${PATH}"], "interpolation"), ({}, ["train.gbs=`id`"], "train.gbs='`id`': expected int"),
+     ({}, ["train.gbs=[1"], "train.gbs='[1': expected int")],
 )  # fmt: skip
 def test_bad_input_is_refused_with_a_reason(kwargs, overrides, expected):
     args = {"model": "8b", "gpus": 8, "dtype": "bf16", "gpu_type": "h100", **kwargs}

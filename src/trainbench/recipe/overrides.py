@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -27,6 +28,9 @@ def apply_overrides(tree: RunConfig, overrides: list[str]) -> tuple[RunConfig, s
         if not sep or not key:
             errors.append(f"override {item!r} is not of the form section.key=value (e.g. parallel.tp=4)")
             continue
+        if "${" in value:
+            errors.append(f"override {key}={value!r}: interpolation (${{...}}) is not supported; give a plain value")
+            continue
         if key in DERIVED_KEYS:
             errors.append(f"override {key!r} is not settable: {DERIVED_KEYS[key]}")
             continue
@@ -36,7 +40,7 @@ def apply_overrides(tree: RunConfig, overrides: list[str]) -> tuple[RunConfig, s
             continue
         try:
             base = OmegaConf.merge(base, OmegaConf.from_dotlist([f"{key}={value}"]))
-        except OmegaConfBaseException as exc:
+        except (OmegaConfBaseException, ValueError, yaml.YAMLError) as exc:  # YAML parse errors included
             expected = _field_types()[section][leaf]
             errors.append(f"override {key}={value!r}: expected {expected}; {str(exc).splitlines()[0]}")
             continue

@@ -13,6 +13,9 @@ from trainbench.errors import ConfigError
 from trainbench.train.records import RunSummary, StepRecord, out_step_line, run_dir, run_stem
 
 
+JOB_OUT_ENV = "TRAINBENCH_JOB_OUT"  # set by trainbench's sbatch scripts: the job's own .out file
+
+
 def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
 
@@ -37,10 +40,11 @@ class RunFiles:
         self.out_is_stdout = False
 
     def create(self) -> None:
-        """Refuse an existing run; the one exception is a ``.out`` that is our own stdout
-        (a Slurm job whose ``--output`` is this file, as the recipe's logs are)."""
+        """Refuse an existing run; the one exception is a ``.out`` that is our own stdout:
+        a Slurm job's ``--output``, as the recipe's logs are. srun hands tasks a pipe to it,
+        so the sbatch script names the file in ``TRAINBENCH_JOB_OUT``; our lines then go to stdout."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.out_is_stdout = _is_stdout(self.out_path)
+        self.out_is_stdout = _is_stdout(self.out_path) or _is_job_out(self.out_path)
         taken = [p for p in (self.steps_path, self.summary_path) if p.exists()]
         if self.out_path.exists() and not self.out_is_stdout:
             taken.append(self.out_path)
@@ -70,6 +74,11 @@ class RunFiles:
         for f in (self._steps, self._out):
             if f is not None and f is not sys.stdout:
                 f.close()
+
+
+def _is_job_out(path: Path) -> bool:
+    job_out = os.environ.get(JOB_OUT_ENV)
+    return bool(job_out) and Path(job_out).resolve() == path.resolve()
 
 
 def _is_stdout(path: Path) -> bool:
