@@ -12,7 +12,6 @@ from typing import TextIO
 from trainbench.errors import ConfigError
 from trainbench.train.records import RunSummary, StepRecord, out_step_line, run_dir, run_stem
 
-
 JOB_OUT_ENV = "TRAINBENCH_JOB_OUT"  # set by trainbench's sbatch scripts: the job's own .out file
 
 
