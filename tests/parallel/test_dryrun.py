@@ -43,6 +43,12 @@ def test_every_recipe_cell_builds_for_its_world_size(model, gpus):
     assert reports[0]["params_whole"] >= (plan.model.layers // plan.parallel.pp) * params_per_layer(plan.model)
 
 
+def test_a_layout_the_schedules_refuse_is_refused_by_the_dry_run_too(capsys):
+    argv = ["plan", "--model", "tiny", "--gpus", "2", "--dry-run", "parallel.pp=2", "train.gbs=1"]
+    assert main(argv) == 2
+    assert "needs at least 2 micro-batches per step" in capsys.readouterr().err
+
+
 def test_plan_dry_run_prints_the_stage_split_and_json_has_it(capsys):
     argv = ["plan", "--model", "tiny", "--gpus", "4", "--gpu-type", "h100", "--dry-run",
             "parallel.pp=2", "parallel.vp=2", "train.gbs=4"]  # fmt: skip

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from trainbench.config import Plan
+from trainbench.errors import ConfigError
 from trainbench.model import Llama
 from trainbench.recipe import memory
 from trainbench.recipe.memory import GIB
@@ -107,10 +108,15 @@ def _build_rank(plan: Plan, pp_rank: int) -> StageReport:
 
 
 def dry_run(plan: Plan) -> list[dict[str, Any]]:
-    """One report per pipeline rank. Uses (and leaves) no real process group; refuses to run inside one."""
+    """One report per pipeline rank. Uses (and leaves) no real process group; refuses to run inside one,
+    and refuses (``ConfigError``) a layout torch's pipeline schedules would refuse."""
     import torch.distributed as dist
     from torch.testing._internal.distributed.fake_pg import FakeStore  # registers the "fake" backend
 
+    from trainbench.parallel.pipeline import pipeline_problems
+
+    if problems := pipeline_problems(plan):
+        raise ConfigError(problems)
     if dist.is_initialized():
         raise RuntimeError("a dry run makes its own (fake) process group; call it outside a distributed job")
     reports = []
