@@ -1,0 +1,67 @@
+"""Run the speed matrix on a GPU machine and print one table (issue: speed on one H200).
+
+    PYTHONPATH=src python3 benchmarks/gpu_matrix.py [--steps 50] [--results-dir /tmp/tb] [--only 8b-bf16,...]
+
+Each cell is a separate ``trainbench run`` process (a fresh CUDA context and allocator,
+as a user gets); the table is read from the runs' summaries. A cell whose plan does not
+fit, or whose run fails, gets a row saying so instead of a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CELLS = {  # name -> trainbench run arguments
+    "default": [],
+    "8b-bf16": ["--model", "8b", "--dtype", "bf16"],
+    "8b-fp8": ["--model", "8b", "--dtype", "fp8"],
+    "405b-bf16": ["--model", "405b", "--dtype", "bf16"],
+    "405b-fp8": ["--model", "405b", "--dtype", "fp8"],
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--results-dir", type=Path, default=Path("/tmp/trainbench-matrix"))
+    ap.add_argument("--only", default=",".join(CELLS))
+    args = ap.parse_args()
+    rows = []
+    for name in args.only.split(","):
+        run_id = f"matrix-{name}"
+        cmd = [sys.executable, "-m", "trainbench", "run", "--gpus", "1", "--steps", str(args.steps),
+               "--results-dir", str(args.results_dir), "--run-id", run_id, "--no-progress", *CELLS[name]]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        summaries = list(args.results_dir.rglob(f"*_{run_id}.summary.json"))
+        if not summaries:
+            rows.append((name, f"not run (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"))
+            continue
+        s = json.loads(summaries[0].read_text())
+        steady, peak = s["results"].get("steady_state") or {}, _peak_memory(summaries[0])
+        plan_gib = s["provenance"]["plan_memory_gib"]["total_gib"]
+        first = s["results"].get("time_to_first_step_s") or float("nan")
+        text = (
+            f"{s['status']}: layers {s['config']['model']['layers']}, "
+            f"median {steady.get('median_s', float('nan')):.3f} s, "
+            f"MFU {steady.get('median_mfu_pct') or float('nan'):.2f}%, "
+            f"tokens/s {steady.get('median_tokens_per_s') or float('nan'):,.0f}, "
+            f"peak {peak:.1f} GiB (plan {plan_gib:.1f}), first step after {first:.1f} s"
+        )
+        rows.append((name, text))
+    width = max(len(n) for n, _ in rows)
+    for name, text in rows:
+        print(f"{name:<{width}}  {text}")
+    return 0
+
+
+def _peak_memory(summary: Path) -> float:
+    steps = Path(str(summary).removesuffix(".summary.json") + ".steps.jsonl")
+    return max((json.loads(line)["mem_peak_gib"] for line in steps.read_text().splitlines()), default=0.0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
