@@ -110,6 +110,17 @@ def test_a_failed_job_marks_the_summary_keeps_the_records_and_says_which_rank(tm
     assert Path(f"{stem}.steps.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n'
 
 
+def test_under_slurm_the_failure_line_goes_to_the_jobs_stdout_which_is_the_out_file(tmp_path, monkeypatch, capsys):
+    plan = resolve("tiny", 2, "bf16", "cpu", ["train.steps=5"])
+    out = tmp_path / "24.11" / "bf16" / "tiny" / "2" / "log-trainbench_llama3.1_tiny_2_7.out"
+    out.parent.mkdir(parents=True)
+    out.write_text("GSW: ...\n")
+    monkeypatch.setenv("TRAINBENCH_JOB_OUT", str(out))
+    mark_summary(plan, tmp_path, "7", JobResult(1, "failed", "rank 3 failed: killed by SIGKILL"))
+    assert capsys.readouterr().out == "trainbench: run failed: rank 3 failed: killed by SIGKILL\n"
+    assert out.read_text() == "GSW: ...\n"  # Slurm appends stdout itself
+
+
 def test_a_job_that_died_before_rank_0_wrote_anything_still_gets_a_failed_summary(tmp_path):
     plan = resolve("tiny", 2, "bf16", "cpu", ["train.steps=5"])
     mark_summary(plan, tmp_path, "early", JobResult(1, "failed", "rank 0 failed: killed by SIGSEGV"))

@@ -32,7 +32,7 @@ from pathlib import Path
 from trainbench.config import Plan
 from trainbench.errors import ConfigError
 from trainbench.train import provenance
-from trainbench.train.files import RunFiles, _is_stdout
+from trainbench.train.files import RunFiles, _is_job_out, _is_stdout
 from trainbench.train.records import RunSummary
 
 DEFAULT_DIST_TIMEOUT_S = 600  # process-group timeout: what bounds a hang (``--dist-timeout``)
@@ -273,7 +273,7 @@ def mark_summary(plan: Plan, results_root: Path, run_id: str, result: JobResult)
         summary.steps_done = sum(1 for line in files.steps_path.read_text().splitlines() if line.strip())
     summary.write(files.summary_path)
     line = f"trainbench: run {summary.status}: {summary.failure}"
-    if _is_stdout(files.out_path):
+    if _is_stdout(files.out_path) or _is_job_out(files.out_path):  # a Slurm job's .out: as rank 0 wrote it
         print(line, flush=True)
     else:
         with files.out_path.open("a") as out:
