@@ -258,3 +258,20 @@ def test_an_unexpected_error_marks_the_summary_failed_and_surfaces(tmp_path):
         execute(plan, results_root=tmp_path, run_id="bug", device=CPU, make_trainer=Broken)
     summary = RunSummary.read(run_files(tmp_path)[2])
     assert summary.status == "failed" and "RuntimeError: cuDNN said no" in summary.failure
+
+
+def test_a_slurm_jobs_own_out_file_receives_the_lines_on_stdout(tmp_path, monkeypatch, capsys):
+    """Under Slurm the job's --output is the run's .out (srun gives the task a pipe to it): the
+    run must write its lines to stdout, not refuse the file as an earlier run's."""
+    out = tmp_path / "24.11" / "bf16" / "tiny" / "1" / "log-trainbench_llama3.1_tiny_1_4242.out"
+    out.parent.mkdir(parents=True)
+    out.write_text("")  # slurmstepd creates it before the job starts
+    monkeypatch.setenv("TRAINBENCH_JOB_OUT", str(out))
+    args = ["run", "--model", "tiny", "--steps", "2", "--results-dir", str(tmp_path), "--run-id", "4242", *FAST]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("GSW: MODEL=llama3.1") and printed.count("train_step_timing in s=") == 2
+    assert out.read_text() == ""  # nothing opened the file behind srun's back
+    monkeypatch.setenv("TRAINBENCH_JOB_OUT", str(tmp_path / "another.out"))
+    assert main([*args[:-3], "--run-id", "4243", *FAST]) == 0
+    assert (out.parent / "log-trainbench_llama3.1_tiny_1_4243.out").read_text().startswith("GSW:")

@@ -77,7 +77,7 @@ class RunFiles:
 
 def _is_job_out(path: Path) -> bool:
     job_out = os.environ.get(JOB_OUT_ENV)
-    return bool(job_out) and Path(job_out).resolve() == path.resolve()
+    return job_out is not None and Path(job_out).resolve() == path.resolve()
 
 
 def _is_stdout(path: Path) -> bool:
