@@ -267,11 +267,11 @@ def test_a_slurm_jobs_own_out_file_receives_the_lines_on_stdout(tmp_path, monkey
     out.parent.mkdir(parents=True)
     out.write_text("")  # slurmstepd creates it before the job starts
     monkeypatch.setenv("TRAINBENCH_JOB_OUT", str(out))
-    args = ["run", "--model", "tiny", "--steps", "2", "--results-dir", str(tmp_path), "--run-id", "4242", *FAST]
-    assert main(args) == 0
+    base = ["run", "--model", "tiny", "--steps", "2", "--results-dir", str(tmp_path), *FAST]
+    assert main([*base, "--run-id", "4242"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("GSW: MODEL=llama3.1") and printed.count("train_step_timing in s=") == 2
     assert out.read_text() == ""  # nothing opened the file behind srun's back
     monkeypatch.setenv("TRAINBENCH_JOB_OUT", str(tmp_path / "another.out"))
-    assert main([*args[:-3], "--run-id", "4243", *FAST]) == 0
+    assert main([*base, "--run-id", "4243"]) == 0
     assert (out.parent / "log-trainbench_llama3.1_tiny_1_4243.out").read_text().startswith("GSW:")
