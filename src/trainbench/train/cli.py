@@ -6,14 +6,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from trainbench.config import Plan
 from trainbench.errors import ConfigError
 from trainbench.metrics.peaks import gpu_type_from_device_name
 from trainbench.recipe.resolve import resolve
 from trainbench.train.launch import DEFAULT_DIST_TIMEOUT_S, NodeSpec, node_spec
+
+if TYPE_CHECKING:
+    import torch
 
 CPU_DEFAULT_STEPS = 10
 
@@ -69,6 +71,8 @@ def _window(text: str) -> tuple[int, int]:
 
 
 def resolve_for_here(args: argparse.Namespace) -> tuple[Plan, torch.device]:
+    import torch  # imported when a run starts: other subcommands stay fast
+
     """The plan for this machine: the CPU default is the tiny preset, a GPU's is the 8B proxy."""
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
@@ -100,11 +104,15 @@ def resolve_for_here(args: argparse.Namespace) -> tuple[Plan, torch.device]:
 
 
 def node_for_here(args: argparse.Namespace) -> NodeSpec:
+    import torch
+
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return node_spec(args.gpus, args.nproc_per_node, visible, os.environ)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
     from trainbench.train.files import default_results_root, new_run_id
     from trainbench.train.progress import ProgressView
     from trainbench.train.run import check_fits, execute

@@ -7,11 +7,12 @@ import importlib.metadata
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 import trainbench
+
+if TYPE_CHECKING:
+    import torch
 
 
 def now_iso() -> str:
@@ -45,6 +46,8 @@ def driver_version() -> str | None:
 
 
 def collect(device: torch.device, world_size: int) -> dict[str, Any]:
+    import torch  # here, not at import time: `trainbench plan/report/jobs` never need it
+
     cuda = device.type == "cuda"
     nccl = None
     if cuda and torch.distributed.is_available() and torch.distributed.is_nccl_available():
