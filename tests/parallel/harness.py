@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from trainbench.config import Plan
 from trainbench.recipe.resolve import resolve
 from trainbench.train.dist import DistContext
 from trainbench.train.loop import Trainer
@@ -68,7 +69,11 @@ def run_job(
 def reference(overrides: list[str], device: torch.device | None = None, gpu_type: str = "cpu") -> list:
     """The single-process run of the same plan: [[loss, grad norm], ...] per step."""
     plan = resolve("tiny", 1, "bf16", gpu_type, overrides)
-    trainer = Trainer(plan, device or torch.device("cpu"), DistContext())
+    return train_steps(Trainer(plan, device or torch.device("cpu"), DistContext()), plan)
+
+
+def train_steps(trainer: Trainer, plan: Plan) -> list:
+    """Run the plan's steps as ``execute`` does: [[loss, grad norm], ...] per step, as read back."""
     steps = []
     for step in range(1, plan.train.steps + 1):
         loss, grad_norm = trainer.step(trainer.batches(step), lr_at(step - 1, plan.train))

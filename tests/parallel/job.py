@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from tests.parallel.harness import train_steps
 from trainbench.recipe.resolve import resolve
-from trainbench.train.optim import lr_at
 from trainbench.train.worker import context_for, init_distributed, trainer_for
 
 
@@ -36,12 +36,7 @@ def main() -> None:
         t0 = time.perf_counter()
         plan = resolve("tiny", dist.get_world_size(), "bf16", spec["gpu_type"], overrides)
         ctx = context_for(plan, device)
-        trainer = trainer_for(plan)(plan, device, ctx)
-        steps = []
-        for step in range(1, plan.train.steps + 1):
-            loss, grad_norm = trainer.step(trainer.batches(step), lr_at(step - 1, plan.train))
-            r = trainer.read(loss, grad_norm)
-            steps.append([r.loss, r.grad_norm])
+        steps = train_steps(trainer_for(plan)(plan, device, ctx), plan)
         results[name] = {"steps": steps, "seconds": time.perf_counter() - t0}
     if dist.get_rank() == 0:
         Path(spec["out"]).write_text(json.dumps(results))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.parallel.harness import free_port, max_rel_diff, reference, run_job
+from tests.parallel.harness import free_port, max_rel_diff, reference, run_job, train_steps
 from tests.parallel.test_equivalence import SP, TWO_RANKS
 
 pytestmark = pytest.mark.gpu
@@ -34,7 +34,6 @@ def distributed_run(overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> li
     import torch.distributed as dist
 
     from trainbench.recipe.resolve import resolve
-    from trainbench.train.optim import lr_at
     from trainbench.train.worker import context_for, init_distributed, trainer_for
 
     device = torch.device("cuda", 0)
@@ -53,13 +52,7 @@ def distributed_run(overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> li
         plan = resolve("tiny", 1, "bf16", gpu_type(), overrides)
         ctx = context_for(plan, device)
         assert ctx.mesh is not None
-        trainer = trainer_for(plan)(plan, device, ctx)
-        steps = []
-        for step in range(1, plan.train.steps + 1):
-            loss, grad_norm = trainer.step(trainer.batches(step), lr_at(step - 1, plan.train))
-            r = trainer.read(loss, grad_norm)
-            steps.append([r.loss, r.grad_norm])
-        return steps
+        return train_steps(trainer_for(plan)(plan, device, ctx), plan)
     finally:
         dist.destroy_process_group()
 
