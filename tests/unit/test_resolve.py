@@ -73,6 +73,7 @@ def test_single_node_proxies_fill_memory_with_full_width_layers():
     bigger = describe(resolve("8b", 1, gpu_type="h200", overrides=[f"model.layers={p.model.layers + 1}"]))
     assert bigger["memory_per_gpu_gib"] > 0.9 * info["gpu_memory_gib"]  # one more layer would not fit
     assert "layers" in p.scale_note and "proxy" in p.scale_note
+    assert resolve("8b", 1, "fp8", gpu_type="h200").model.layers == p.model.layers  # same model in both dtypes
     p8 = resolve("405b", 8, gpu_type="h200")
     assert (p8.parallel.tp, p8.parallel.cp, p8.parallel.sequence_parallel, p8.train.gbs) == (8, 1, True, 32)
     assert resolve("8b", 4).parallel.cp == 2 and resolve("8b", 4).dp == 2
@@ -130,3 +131,10 @@ def test_several_bad_overrides_are_all_named():
     with pytest.raises(ConfigError) as exc:
         resolve("8b", 8, overrides=["parallel.tq=2", "train.gbs=x", "model.layerz=3"])
     assert len(exc.value.reasons) == 3
+
+
+@pytest.mark.parametrize(("dtype", "measured_gib"), [("bf16", 119.16), ("fp8", 112.29)])
+def test_memory_estimate_is_within_10_percent_of_the_h200_measurement(dtype, measured_gib):
+    """Peaks measured on one H200 (BENCHMARKS.md, 2026-11-26): the 20-layer 8B proxy, GBS 16."""
+    info = describe(resolve("8b", 1, dtype, "h200", ["model.layers=20"]))
+    assert info["memory_per_gpu_gib"] == pytest.approx(measured_gib, rel=0.10)

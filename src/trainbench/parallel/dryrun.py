@@ -59,19 +59,12 @@ def _stored_numel(p: torch.Tensor) -> int:
 
 def _memory(plan: Plan, layers: int, has_output: bool, tp: int, stored: int) -> dict[str, float]:
     m, p = plan.model, plan.parallel
-    act = memory.activation_bytes_per_layer(m, p, plan.train.mbs) * layers
+    act = memory.activation_bytes_per_layer(m, p, plan.train.mbs, plan.dtype) * layers
     act *= memory.microbatches_in_flight(p, plan.ga)
     if has_output:
         act += memory.logits_bytes(m, p, plan.train.mbs)
-    out = {
-        "weights_gib": (4 * stored + 2 * tp) / GIB,
-        "gradients_gib": 4 * stored / GIB,
-        "optimizer_gib": 8 * stored / GIB,
-        "activations_gib": act / GIB,
-        "overhead_gib": memory.OVERHEAD_GIB,
-    }
-    out["total_gib"] = sum(out.values())
-    return {k: round(v, 3) for k, v in out.items()}
+    est = memory.breakdown(whole=tp, stored=stored, activation_bytes=act).as_dict()
+    return {k: round(v, 3) for k, v in est.items() if k.endswith("_gib")}
 
 
 def _build_rank(plan: Plan, pp_rank: int) -> StageReport:

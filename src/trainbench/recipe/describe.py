@@ -28,7 +28,7 @@ def flops_per_sample(plan: Plan) -> float:
 def describe(plan: Plan) -> dict[str, Any]:
     """The ``plan --json`` object."""
     m, p, t = plan.model, plan.parallel, plan.train
-    mem = estimate_memory(m, p, dp=plan.dp, mbs=t.mbs, ga=plan.ga)
+    mem = estimate_memory(m, p, dp=plan.dp, mbs=t.mbs, ga=plan.ga, dtype=t.dtype)
     capacity = gpu_memory_gib(plan)
     ref = tables.find_reference(m.name, t.dtype, plan.gpus, m.layers, t.gbs)
     return {

@@ -8,11 +8,11 @@ FSDP2 shards parameters, gradients and optimizer state over the DP x CP ranks):
   2 B * P (autocast's cast, saved for backward; gathered per block under FSDP)
 - gradients: fp32, 4 B * P / S
 - optimizer: Adam first and second moments in fp32, 8 B * P / S
-- activations: saved tensors of one micro-batch per layer (bf16 matmul inputs, fp32
-  residual stream, flash-style attention with no seq^2 term), times the layers whose
+- activations: saved tensors of one micro-batch per layer (bf16, fp8 for FP8 linears'
+  inputs, flash-style attention with no seq^2 term), times the layers whose
   activations are alive at once (all of the rank's layers, times the micro-batches
-  a 1F1B pipeline keeps in flight), plus the output layer's logits (bf16 logits and
-  fp32 softmax for the loss)
+  a 1F1B pipeline keeps in flight), plus the output layer's bf16 logits and their
+  gradient
 - overhead: a fixed allowance for the CUDA context, library workspaces and
   communication buffers
 """
@@ -65,23 +65,29 @@ def params_per_rank(m: ModelConfig, p: ParallelConfig) -> int:
     return (layers_per_stage * params_per_layer(m) + ends) // p.tp
 
 
-def activation_bytes_per_layer(m: ModelConfig, p: ParallelConfig, mbs: int) -> float:
+def activation_bytes_per_layer(m: ModelConfig, p: ParallelConfig, mbs: int, dtype: str = "bf16") -> float:
     """Saved-for-backward bytes of one transformer block for one micro-batch.
 
-    Per token: fp32 block input and mid-block residual (2 x 4h), bf16 norm outputs
-    (2 x 2h), bf16 q, k, v (2(h + 2 h g/a)), attention output (2h), gate and up
-    (2 x 2F) and the SwiGLU product (2F). All of it is split over TP (heads, FFN) or
-    sequence parallel (the h-wide tensors); CP splits the sequence.
+    Per token, with bf16 weights (so a bf16 residual stream): block input and mid-block
+    residual (2 x 2h), norm outputs (2 x 2h), q, k, v (2(h + 2 h g/a)), attention output
+    (2h), gate and up (2 x 2F) and the SwiGLU product (2F). FP8 saves the linears' inputs
+    (the two norm outputs, the attention output, the SwiGLU product) as fp8, one byte each.
+    All of it is split over TP (heads, FFN) or sequence parallel (the h-wide tensors); CP
+    splits the sequence.
     """
     tokens = mbs * m.seq_len / p.cp
     h, f = m.hidden, m.ffn
-    per_token = 16 * h + 4 * h * m.query_groups / m.heads + 6 * f
+    per_token = 12 * h + 4 * h * m.query_groups / m.heads + 6 * f
+    if dtype == "fp8":
+        per_token -= 3 * h + f
     return tokens * per_token / p.tp
 
 
 def logits_bytes(m: ModelConfig, p: ParallelConfig, mbs: int) -> float:
+    """bf16 logits kept for the loss's backward, and their bf16 gradient (the compiled loss
+    never holds an fp32 copy of the tokens x vocab matrix)."""
     tokens = mbs * m.seq_len / p.cp
-    return tokens * m.vocab / p.tp * (2 + 4)
+    return tokens * m.vocab / p.tp * (2 + 2)
 
 
 def microbatches_in_flight(p: ParallelConfig, ga: int) -> float:
@@ -95,17 +101,24 @@ def microbatches_in_flight(p: ParallelConfig, ga: int) -> float:
     return inflight
 
 
-def estimate_memory(m: ModelConfig, p: ParallelConfig, *, dp: int, mbs: int, ga: int) -> MemoryEstimate:
-    n = params_per_rank(m, p)
-    shards = dp * p.cp
-    layers_per_stage = m.layers // p.pp
-    act = activation_bytes_per_layer(m, p, mbs) * layers_per_stage * microbatches_in_flight(p, ga)
-    act += logits_bytes(m, p, mbs)
+def breakdown(*, whole: int, stored: int, activation_bytes: float) -> MemoryEstimate:
+    """The estimate from parameter counts: ``whole`` parameters computed with on this rank
+    (bf16 copies), ``stored`` of them held in fp32 (master, gradient, Adam) after sharding."""
     return MemoryEstimate(
-        weights_gib=(4 * n / shards + 2 * n) / GIB,
-        gradients_gib=4 * n / shards / GIB,
-        optimizer_gib=8 * n / shards / GIB,
-        activations_gib=act / GIB,
+        weights_gib=(4 * stored + 2 * whole) / GIB,
+        gradients_gib=4 * stored / GIB,
+        optimizer_gib=8 * stored / GIB,
+        activations_gib=activation_bytes / GIB,
         overhead_gib=OVERHEAD_GIB,
-        params_per_rank=n,
+        params_per_rank=whole,
     )
+
+
+def estimate_memory(
+    m: ModelConfig, p: ParallelConfig, *, dp: int, mbs: int, ga: int, dtype: str = "bf16"
+) -> MemoryEstimate:
+    n = params_per_rank(m, p)
+    layers_per_stage = m.layers // p.pp
+    act = activation_bytes_per_layer(m, p, mbs, dtype) * layers_per_stage * microbatches_in_flight(p, ga)
+    act += logits_bytes(m, p, mbs)
+    return breakdown(whole=n, stored=n // (dp * p.cp), activation_bytes=act)

@@ -169,13 +169,16 @@ def _single_node_proxy(tree: RunConfig, model: str, gpus: int) -> tuple[RunConfi
 def _fill_memory_with_layers(plan: Plan, memory_gib: float) -> Plan:
     budget = PROXY_MEMORY_FRACTION * memory_gib
     full_layers = tables.preset(plan.model.name)["layers"]
-    fitting = [
-        n
-        for n in range(1, full_layers + 1)
-        if memory_total(replace(plan, model=replace(plan.model, layers=n))) <= budget
-    ]
+    # Sized by the bf16 estimate whatever the dtype: the BF16 and FP8 runs of one cell train
+    # the same model, as the recipe's two tables do, so their numbers compare.
+    as_bf16 = replace(plan, train=replace(plan.train, dtype="bf16"))
+
+    def total(layers: int) -> float:
+        return memory_total(replace(as_bf16, model=replace(plan.model, layers=layers)))
+
+    fitting = [n for n in range(1, full_layers + 1) if total(n) <= budget]
     if not fitting:
-        one = memory_total(replace(plan, model=replace(plan.model, layers=1)))
+        one = total(1)
         raise ConfigError(
             f"no {plan.model.name}-shaped proxy fits {plan.gpus} x {plan.gpu_type} ({memory_gib:.0f} GiB): even one "
             f"full-width layer needs {one:.1f} GiB per GPU (budget {budget:.0f} GiB); use more GPUs "
@@ -192,7 +195,8 @@ def _fill_memory_with_layers(plan: Plan, memory_gib: float) -> Plan:
 
 
 def memory_total(plan: Plan) -> float:
-    return estimate_memory(plan.model, plan.parallel, dp=plan.dp, mbs=plan.train.mbs, ga=max(plan.ga, 1)).total_gib
+    t = plan.train
+    return estimate_memory(plan.model, plan.parallel, dp=plan.dp, mbs=t.mbs, ga=max(plan.ga, 1), dtype=t.dtype).total_gib
 
 
 def validate(plan: Plan) -> list[str]:
