@@ -21,7 +21,6 @@ from trainbench.config import Plan
 from trainbench.errors import ConfigError
 from trainbench.model import Llama
 from trainbench.recipe import memory
-from trainbench.recipe.memory import GIB
 
 
 @dataclass

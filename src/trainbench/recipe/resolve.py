@@ -196,7 +196,8 @@ def _fill_memory_with_layers(plan: Plan, memory_gib: float) -> Plan:
 
 def memory_total(plan: Plan) -> float:
     t = plan.train
-    return estimate_memory(plan.model, plan.parallel, dp=plan.dp, mbs=t.mbs, ga=max(plan.ga, 1), dtype=t.dtype).total_gib
+    est = estimate_memory(plan.model, plan.parallel, dp=plan.dp, mbs=t.mbs, ga=max(plan.ga, 1), dtype=t.dtype)
+    return est.total_gib
 
 
 def validate(plan: Plan) -> list[str]:
