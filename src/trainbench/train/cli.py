@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from trainbench.train.files import default_results_root, new_run_id
-    from trainbench.train.progress import ProgressView
+    from trainbench.train.progress import ProgressView, echo_wanted
     from trainbench.train.run import check_fits, execute
 
     plan, device = resolve_for_here(args)
@@ -129,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_parallel(args, plan)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    view = ProgressView(plan, enabled=not args.no_progress and sys.stderr.isatty())
+    view = ProgressView(plan, enabled=not args.no_progress and sys.stderr.isatty(), echo=echo_wanted())
     with view:
         outcome = execute(
             plan,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -11,15 +12,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trainbench.config import Plan
-from trainbench.train.records import StepRecord
+from trainbench.train.files import JOB_OUT_ENV
+from trainbench.train.records import StepRecord, out_step_line
 
 if TYPE_CHECKING:
     from trainbench.train.run import Outcome
 
 
 class ProgressView:
-    def __init__(self, plan: Plan, enabled: bool):
+    """A progress bar on a terminal. Without one (a pipe, nohup, a CI log) ``echo`` prints
+    each step's recipe-style line to stdout instead, so a run is never silent until it ends;
+    a Slurm job, whose stdout already receives those lines, passes ``echo=False``."""
+
+    def __init__(self, plan: Plan, enabled: bool, echo: bool = False):
         self.plan = plan
+        self.echo = echo and not enabled
         self.console = Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -40,6 +47,8 @@ class ProgressView:
         mfu = "" if rec.mfu_pct is None else f" mfu {rec.mfu_pct:.1f}%"
         info = f"loss {rec.loss:.3f} step {rec.step_time_s:.3f}s{mfu} mem {rec.mem_peak_gib:.1f}GiB"
         self.progress.update(self.task, completed=rec.step, info=info)
+        if self.echo:
+            print(out_step_line(rec, self.plan.train.steps), flush=True)
 
     def print_summary(self, outcome: Outcome) -> None:
         s = outcome.summary
@@ -75,3 +84,8 @@ class ProgressView:
         if s.failure:
             self.console.print(f"[red]{escape(s.failure)}[/red]")  # error texts may hold [brackets]
         self.console.print(f"records: {outcome.summary_path}")
+
+
+def echo_wanted() -> bool:
+    """Echo step lines unless this is a trainbench Slurm job (its stdout is the .out log)."""
+    return os.environ.get(JOB_OUT_ENV) is None

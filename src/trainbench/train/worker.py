@@ -79,7 +79,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @record
 def main(argv: Sequence[str] | None = None) -> int:
     from trainbench.metrics.steady import parse_window
-    from trainbench.train.progress import ProgressView
+    from trainbench.train.progress import ProgressView, echo_wanted
     from trainbench.train.run import execute
 
     args = parse_args(argv)
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.set_device(device)
     init_distributed(device, args.dist_timeout)
     ctx = context_for(plan, device)
-    view = ProgressView(plan, enabled=args.progress and ctx.is_rank0)
+    view = ProgressView(plan, enabled=args.progress and ctx.is_rank0, echo=ctx.is_rank0 and echo_wanted())
     with view:
         outcome = execute(
             plan,
