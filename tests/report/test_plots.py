@@ -76,3 +76,17 @@ def test_pages_and_nothing_to_plot(pairs: list, tmp_path: Path, monkeypatch: pyt
     for _, row in pairs:
         row["tokens_per_s"] = None
     assert scaling_figure([row for _, row in pairs]) is None
+
+
+def test_proxy_runs_of_two_series_keep_their_colours(tmp_path: Path) -> None:
+    """Hollow proxy markers must still say which series they belong to (their edge colour)."""
+    for i, ref in enumerate(r for r in tables.references() if r.gpus == 32):  # the bf16 and fp8 proxies
+        recipe_path(tmp_path, ref.dtype, ref.model, ref.gpus, i).write_text(
+            log_text("megatron", step_times(ref.step_time_s), ref.gbs)
+        )
+    fig = scaling_figure([row for _, row in build([str(tmp_path)])])
+    assert fig is not None
+    runs = [ln for ln in fig.axes[0].lines if ln.get_marker() == "D"]
+    assert len(runs) == 2 and all(ln.get_markerfacecolor() == "white" for ln in runs)  # both proxies: hollow
+    edges = {str(ln.get_markeredgecolor()) for ln in runs}
+    assert len(edges) == 2 and "black" not in edges

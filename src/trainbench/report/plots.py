@@ -86,7 +86,7 @@ def step_time_figure(pairs: list[tuple[Run, dict[str, Any]]]) -> Figure:
     for ax in axes.flat[len(pairs) :]:
         ax.set_visible(False)
     handles = [
-        Patch(color=WARMUP, alpha=0.3, label="warm-up (left out of the window)"),
+        Patch(color=WARMUP, alpha=0.3, label="before the window (warm-up and settling)"),
         Patch(color=WINDOW, alpha=0.15, label="steady-state window"),
         Line2D([], [], color=WINDOW, ls="--", label="window median"),
         Line2D([], [], color=STEP, marker=".", label="step time"),
@@ -137,10 +137,12 @@ def scaling_figure(rows: list[dict[str, Any]]) -> Figure | None:
         mine = [row for row in rows if (row["model"], row["dtype"]) == (model, dtype)]
         all_gpus += [row["gpus"] for row in mine]
         for row in mine:
-            face = "white" if row["proxy"] else color
-            ax_tps.plot(row["gpus"], row["tokens_per_s"], "D", ms=5, mfc=face, mec="black", mew=0.8)
+            # a proxy is hollow, its edge in the series colour so that series stay apart
+            face, edge = ("white", color) if row["proxy"] else (color, "black")
+            style = {"ms": 6, "mfc": face, "mec": edge, "mew": 1.5}
+            ax_tps.plot(row["gpus"], row["tokens_per_s"], "D", **style)
             if row["mfu_pct"] is not None:
-                ax_mfu.plot(row["gpus"], row["mfu_pct"], "D", ms=5, mfc=face, mec="black", mew=0.8)
+                ax_mfu.plot(row["gpus"], row["mfu_pct"], "D", **style)
         handles.append(
             Line2D(
                 [],
@@ -152,11 +154,13 @@ def scaling_figure(rows: list[dict[str, Any]]) -> Figure | None:
                 label=f"{model} {dtype} runs, last step ({len(mine)})",
             )
         )
-    handles.append(Line2D([], [], color="0.5", marker="D", mfc="white", mec="black", ls="", label="hollow: proxy"))
+    proxy_label = "hollow: proxy (edge: series colour)"
+    handles.append(Line2D([], [], color="0.5", marker="D", mfc="white", mec="black", ls="", label=proxy_label))
     _gpu_axis(ax_tps, all_gpus)
     _gpu_axis(ax_mfu, all_gpus)
     ax_tps.set_yscale("log")
-    thousands = FuncFormatter(lambda y, _: f"{y / 1e3:,.0f}k" if y >= 1e3 else f"{y:g}")
+    # three significant digits: minor ticks within one decade (17k, 17.5k, 18k) stay distinct
+    thousands = FuncFormatter(lambda y, _: f"{y / 1e3:.3g}k" if y >= 1e3 else f"{y:g}")
     ax_tps.yaxis.set_major_formatter(thousands)
     values = [row["tokens_per_s"] for row in rows] + [c.tokens_per_s for c in tables.references()
                                                        if (c.model, c.dtype) in groups]  # fmt: skip
