@@ -58,6 +58,8 @@ def test_a_node_of_a_slurm_job_takes_its_place_from_the_environment():
         (16, 8, 8, {"NNODES": "2", "NODE_RANK": "0"}, "MASTER_ADDR and MASTER_PORT"),
         (16, 8, 8, {"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "a", "MASTER_PORT": "1"}, "outside"),
         (8, 8, 8, {"SLURM_NNODES": "x"}, "not a whole number"),
+        (0, None, 0, {}, "--gpus must be a positive whole number, got 0"),
+        (-2, None, 8, {}, "--gpus must be a positive whole number, got -2"),
     ],
 )
 def test_an_impossible_node_layout_is_refused_with_its_numbers(gpus, nproc, visible, env, words):

@@ -77,6 +77,8 @@ def node_spec(gpus: int | None, nproc_per_node: int | None, visible_gpus: int, e
     """
     nnodes, nnodes_from = _env_int(environ, ("SLURM_NNODES", "NNODES"), 1)
     node_rank, rank_from = _env_int(environ, ("SLURM_NODEID", "NODE_RANK"), 0)
+    if gpus is not None and gpus < 1:
+        raise ConfigError(f"--gpus must be a positive whole number, got {gpus}")
     problems = []
     if nproc_per_node is None:
         nproc_per_node = gpus // nnodes if gpus else max(visible_gpus, 1)
