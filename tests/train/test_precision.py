@@ -51,18 +51,16 @@ def test_trainer_with_bf16_masters_tracks_the_fp32_trainer():
 
 
 def test_compiled_accumulation_matches_eager():
-    """The compiled fp32 += bf16 (used on GPUs) adds exactly what the eager one does."""
+    """The inductor-compiled fp32 += bf16 that GPUs use folds in exactly what the eager add does."""
     torch._dynamo.reset()
-    main = torch.randn(64, 32)
-    grad = torch.randn(64, 32).to(torch.bfloat16)
-    expected = main + grad.float()
-    fn = torch.compile(lambda m, g: m.add_(g), dynamic=True, fullgraph=True, backend="eager")
-    fn(main, grad)
-    assert torch.equal(main, expected)
-    lin = torch.nn.Linear(8, 4, bias=False)
-    mp = Bf16MasterWeights([lin.weight], compile_accumulate=True)
-    mp._add = torch.compile(mp._add.__wrapped__ if hasattr(mp._add, "__wrapped__") else mp._add, backend="eager")
+    torch.manual_seed(0)
+    eager, compiled = torch.nn.Linear(8, 4, bias=False), torch.nn.Linear(8, 4, bias=False)
+    compiled.load_state_dict(eager.state_dict())
+    a = Bf16MasterWeights([eager.weight])
+    b = Bf16MasterWeights([compiled.weight], compile_accumulate=True)
     x = torch.randn(3, 8, dtype=torch.bfloat16)
-    lin(x).float().sum().backward()
-    one = torch.autograd.grad(torch.nn.functional.linear(x, lin.weight).float().sum(), lin.weight)[0]
-    torch.testing.assert_close(mp.main_grads[0], one.float())
+    for _ in range(2):
+        eager(x).float().sum().backward()
+        compiled(x).float().sum().backward()
+    assert b.main_grads[0].abs().sum() > 0
+    assert torch.equal(a.main_grads[0], b.main_grads[0])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from trainbench.metrics.throughput import mfu_pct, tflops_per_gpu, time_to_train_days, tokens_per_s
@@ -125,7 +124,3 @@ def summarize(
         "last_step": {"step": last, **derived(step_times_s[last], **kw)},  # type: ignore[arg-type]
         "steady_state": steady,
     }
-
-
-def describe_times(values: Sequence[float]) -> str:
-    return ", ".join(f"{v:.3f}" for v in values)

@@ -67,7 +67,3 @@ def _unknown_key_message(key: str) -> str:
     if section in ("model", "parallel", "train"):
         return f"unknown override key {key!r}; {section}.* keys are: {', '.join(_field_names(section))}"
     return f"unknown override key {key!r}; keys start with model., parallel. or train."
-
-
-def override_keys() -> list[str]:
-    return [f"{s}.{k}" for s, fields in _field_types().items() for k in fields]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -152,6 +152,3 @@ def sigterm_as_exception() -> Iterator[None]:
 def check_finite(step: int, result: StepResult) -> None:
     if not math.isfinite(result.loss):
         raise NonFiniteLoss(f"loss is {result.loss} at step {step}: stopping (grad norm {result.grad_norm})")
-
-
-StepCallback = Callable[[int, float, StepResult], None]

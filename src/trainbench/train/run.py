@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+import trainbench
 from trainbench.config import Plan
 from trainbench.errors import ConfigError
 from trainbench.metrics.peaks import peak_tflops
@@ -55,7 +56,7 @@ def gsw_fields(plan: Plan, run_id: str, nodes: int, gpus_per_node: int) -> dict[
     return {
         "MODEL": "llama3.1", "FRAMEWORK": "trainbench", "MODEL_SIZE": plan.model.name,
         "JOB_NUM_NODES": nodes, "GPUS_PER_NODE": gpus_per_node, "DTYPE": plan.dtype,
-        "SYNTHETIC_DATA": "true", "GSW_VERSION": GSW_VERSION, "FW_VERSION": provenance.trainbench.__version__,
+        "SYNTHETIC_DATA": "true", "GSW_VERSION": GSW_VERSION, "FW_VERSION": trainbench.__version__,
         "JOB_ID": run_id, "JOB_MODE": "training", "LAYERS": plan.model.layers, "GBS": plan.train.gbs,
         "SEQ_LEN": plan.model.seq_len, "GPU_TYPE": plan.gpu_type,
     }  # fmt: skip
