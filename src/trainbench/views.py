@@ -25,6 +25,7 @@ def print_plan(info: dict[str, Any], console: Console | None = None) -> None:
     ]
     for key, gib in info["memory_breakdown_gib"].items():
         rows.append((f"memory/GPU: {key.removesuffix('_gib').replace('_', ' ')}", f"{gib:.1f} GiB"))
+    rows.append(("master weights", info["master_weights"]))
     if info["gpu_memory_gib"] is not None:
         fits = "fits" if info["fits"] else "DOES NOT FIT"
         rows.append(("GPU memory", f"{info['gpu_memory_gib']:.0f} GiB ({fits})"))

@@ -1,36 +1,94 @@
-"""bf16 weights with fp32 masters: the same training as fp32 weights under autocast, to bf16 noise."""
+"""bf16 weights with fp32 masters kept as two 16-bit halves: exact fp32 masters, torch's AdamW on them."""
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from trainbench.config import TrainConfig
 from trainbench.recipe.resolve import resolve
 from trainbench.train.dist import DistContext
 from trainbench.train.loop import Trainer
-from trainbench.train.precision import Bf16MasterWeights
+from trainbench.train.precision import SplitMasterAdamW, join_fp32, split_fp32
 
 CPU = torch.device("cpu")
+FINITE_FP32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 
 
-def test_main_gradients_accumulate_in_fp32_and_masters_drive_the_weights():
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FINITE_FP32, min_size=1, max_size=64))
+def test_halves_rebuild_the_fp32_master_bit_for_bit(values):
+    master = torch.tensor(values, dtype=torch.float32)
+    high, low = split_fp32(master)
+    assert high.dtype == torch.bfloat16 and low.dtype == torch.int16
+    assert torch.equal(join_fp32(high, low).view(torch.int32), master.view(torch.int32))
+
+
+def test_high_half_is_the_master_rounded_to_nearest_bf16():
+    """torch's fp32 -> bf16 cast rounds to nearest even; the halves round ties away from zero, so the
+    two agree everywhere but on exact ties (low half 0x8000), about one value in 65536."""
+    torch.manual_seed(0)
+    master = torch.randn(1_000_000) * torch.logspace(-30, 30, 1_000_000)
+    high, low = split_fp32(master)
+    not_tie = low != -0x8000
+    assert not_tie.float().mean() > 0.999
+    assert torch.equal(high[not_tie], master[not_tie].to(torch.bfloat16))
+    # on a tie the magnitude rounds up: exactly half a bf16 ulp above the master
+    tie = torch.tensor([1.0 + 2**-8], dtype=torch.float32)  # halfway between 1 and 1 + 2^-7
+    assert split_fp32(tie)[0].item() == 1.0 + 2**-7 and split_fp32(-tie)[0].item() == -(1.0 + 2**-7)
+
+
+def _reference_and_split(compile_kernels: bool):
+    torch.manual_seed(0)
+    t = TrainConfig(lr=1e-2, weight_decay=0.1)
+    shapes = [(64, 32), (7,), (3, 5, 2)]
+    ref = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    adam = torch.optim.AdamW(ref, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay)
+    split = SplitMasterAdamW(ours, t, compile_kernels=compile_kernels)
+    return ref, adam, split
+
+
+@pytest.mark.parametrize("compile_kernels", [False, True], ids=["eager", "inductor"])
+def test_split_adamw_is_torch_adamw_on_the_fp32_masters(compile_kernels):
+    torch._dynamo.reset()
+    ref, adam, split = _reference_and_split(compile_kernels)
+    for step in range(5):
+        lr = 1e-2 * (step + 1) / 5  # a changing lr, as the warm-up does
+        adam.param_groups[0]["lr"] = split.param_groups[0]["lr"] = lr
+        for p, g in zip(ref, split.grads, strict=True):
+            grad = torch.randn_like(p)
+            p.grad = grad.clone()
+            g.copy_(grad)
+        adam.step()
+        split.step()
+        for want, got, weight in zip(ref, split.masters(), split.params, strict=True):
+            torch.testing.assert_close(got, want.detach(), rtol=2e-6, atol=1e-7)
+            assert weight.dtype == torch.bfloat16
+            assert torch.equal(weight.detach(), split_fp32(got)[0])  # the bf16 weight is the master's high half
+        assert all(not g.any() for g in split.grads)  # each step starts its sums from zero
+
+
+def test_main_gradients_accumulate_in_fp32_and_clip_as_torch_does():
     torch.manual_seed(0)
     lin = torch.nn.Linear(8, 4, bias=False)
     fp32_weight = lin.weight.detach().clone()
-    mp = Bf16MasterWeights([lin.weight])
-    assert lin.weight.dtype == torch.bfloat16 and mp.masters[0].dtype == torch.float32
-    assert torch.equal(mp.masters[0], fp32_weight)  # the master is the unrounded weight
+    split = SplitMasterAdamW([lin.weight], TrainConfig())
+    assert lin.weight.dtype == torch.bfloat16
+    assert torch.equal(split.masters()[0], fp32_weight)  # the master is the unrounded weight
     x = torch.randn(3, 8, dtype=torch.bfloat16)
     for _ in range(3):  # three micro-batches accumulate
         lin(x).float().sum().backward()
         assert lin.weight.grad is None  # each micro-batch's bf16 gradient is folded in and freed
     one = torch.autograd.grad(torch.nn.functional.linear(x, lin.weight).float().sum(), lin.weight)[0]
-    assert mp.main_grads[0].dtype == torch.float32
-    torch.testing.assert_close(mp.main_grads[0], 3 * one.float())
-    opt = torch.optim.SGD(mp.optimizer_params, lr=0.5)
-    opt.step()
-    mp.after_optimizer_step()
-    torch.testing.assert_close(mp.masters[0], fp32_weight - 0.5 * 3 * one.float())
-    assert torch.equal(lin.weight, mp.masters[0].to(torch.bfloat16))
-    assert not mp.main_grads[0].any()  # next step starts from zero
+    assert split.grads[0].dtype == torch.float32
+    torch.testing.assert_close(split.grads[0], 3 * one.float())
+    holder = torch.nn.Parameter(torch.zeros(4, 8))
+    holder.grad = split.grads[0].clone()
+    want = torch.nn.utils.clip_grad_norm_([holder], 0.5)
+    got = split.clip_(0.5)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(split.grads[0], holder.grad)
 
 
 def test_trainer_with_bf16_masters_tracks_the_fp32_trainer():
@@ -46,7 +104,7 @@ def test_trainer_with_bf16_masters_tracks_the_fp32_trainer():
         la = float(a.step(a.batches(step), 1e-3)[0])
         lb = float(b.step(b.batches(step), 1e-3)[0])
         assert lb == pytest.approx(la, rel=2e-2)
-    drift = (b.master.masters[0] - a.params[0].detach()).norm() / a.params[0].detach().norm()
+    drift = (b.master.masters()[0] - a.params[0].detach()).norm() / a.params[0].detach().norm()
     assert drift < 1e-2
 
 
@@ -56,11 +114,25 @@ def test_compiled_accumulation_matches_eager():
     torch.manual_seed(0)
     eager, compiled = torch.nn.Linear(8, 4, bias=False), torch.nn.Linear(8, 4, bias=False)
     compiled.load_state_dict(eager.state_dict())
-    a = Bf16MasterWeights([eager.weight])
-    b = Bf16MasterWeights([compiled.weight], compile_accumulate=True)
+    a = SplitMasterAdamW([eager.weight], TrainConfig())
+    b = SplitMasterAdamW([compiled.weight], TrainConfig(), compile_kernels=True)
     x = torch.randn(3, 8, dtype=torch.bfloat16)
     for _ in range(2):
         eager(x).float().sum().backward()
         compiled(x).float().sum().backward()
-    assert b.main_grads[0].abs().sum() > 0
-    assert torch.equal(a.main_grads[0], b.main_grads[0])
+    assert b.grads[0].abs().sum() > 0
+    assert torch.equal(a.grads[0], b.grads[0])
+
+
+def test_compiled_update_is_compiled_once_whatever_the_learning_rate():
+    """torch 2.11 specialises compiled functions on float arguments: a per-step lr passed as a float
+    recompiled the update every step (seen on the H200). The changing scalars travel as a tensor."""
+    torch._dynamo.reset()
+    ours = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(5))]
+    split = SplitMasterAdamW(ours, TrainConfig(), compile_kernels=True)
+    with torch._dynamo.config.patch(specialize_float=True):
+        split.step()  # compiles: one graph per tensor rank
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for lr in (1e-4, 2e-4, 3e-4):
+                split.param_groups[0]["lr"] = lr
+                split.step()

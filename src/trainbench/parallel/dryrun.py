@@ -56,14 +56,15 @@ def _stored_numel(p: torch.Tensor) -> int:
     return p.to_local().numel() if isinstance(p, DTensor) else p.numel()
 
 
-def _memory(plan: Plan, layers: int, has_output: bool, tp: int, stored: int) -> dict[str, float]:
+def _memory(plan: Plan, layers: int, has_output: bool, tp: int, stored: int, largest: int) -> dict[str, float]:
     m, p = plan.model, plan.parallel
     act = memory.activation_bytes_per_layer(m, p, plan.train.mbs, plan.dtype) * layers
     act *= memory.microbatches_in_flight(p, plan.ga)
     if has_output:
         act += memory.logits_bytes(m, p, plan.train.mbs)
-    est = memory.breakdown(whole=tp, stored=stored, activation_bytes=act).as_dict()
-    return {k: round(v, 3) for k, v in est.items() if k.endswith("_gib")}
+    split = memory.splits_masters(plan.parallel, dp=plan.dp)
+    est = memory.breakdown(whole=tp, stored=stored, activation_bytes=act, split_masters=split, largest=largest)
+    return {k: round(v, 3) for k, v in est.as_dict().items() if k.endswith("_gib")}
 
 
 def _build_rank(plan: Plan, pp_rank: int) -> StageReport:
@@ -95,7 +96,7 @@ def _build_rank(plan: Plan, pp_rank: int) -> StageReport:
         params_whole=sum(p.numel() for p in params),
         params_tp=tp,
         params_stored=stored,
-        memory_gib=_memory(plan, len(layers), has_output, tp, stored),
+        memory_gib=_memory(plan, len(layers), has_output, tp, stored, max(map(_tp_numel, params), default=0)),
     )
 
 

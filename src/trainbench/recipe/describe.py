@@ -7,7 +7,7 @@ from typing import Any
 from trainbench.config import Plan
 from trainbench.metrics.flops import model_flops_per_sample
 from trainbench.recipe import tables
-from trainbench.recipe.memory import estimate_memory
+from trainbench.recipe.memory import estimate_memory, master_weights_note
 from trainbench.recipe.resolve import gpu_memory_gib
 
 
@@ -59,6 +59,7 @@ def describe(plan: Plan) -> dict[str, Any]:
         "model_flops_per_sample": flops_per_sample(plan),
         "memory_per_gpu_gib": round(mem.total_gib, 2),
         "memory_breakdown_gib": {k: round(v, 2) for k, v in mem.as_dict().items() if k.endswith("_gib")},
+        "master_weights": master_weights_note(p, dp=plan.dp),
         "gpu_memory_gib": capacity,
         "fits": None if capacity is None else mem.total_gib <= capacity,
         "reference": None if ref is None else ref.as_dict(),

@@ -4,9 +4,11 @@ Assumptions (bytes per parameter of the rank's shard, P = parameters held by the
 after tensor- and pipeline-parallel splits; S = data-parallel shard count DP * CP, as
 FSDP2 shards parameters, gradients and optimizer state over the DP x CP ranks):
 
-- weights: fp32 master copy, 4 B * P / S, plus the bf16 copy that compute uses,
-  2 B * P (autocast's cast, saved for backward; gathered per block under FSDP)
-- gradients: fp32, 4 B * P / S
+- weights: the bf16 copy that compute uses, 2 B * P (gathered per block under FSDP), plus
+  the fp32 masters: 4 B * P / S as FSDP's fp32 shards; on a single rank 2 B * P, the
+  masters' low halves, the bf16 weights being their high halves (train/precision.py)
+- gradients: fp32 main gradients, 4 B * P / S, plus the bf16 gradient of the rank's largest
+  parameter (the embedding or output layer), alive until it is folded into its fp32 sum
 - optimizer: Adam first and second moments in fp32, 8 B * P / S
 - activations: saved tensors of one micro-batch per layer (bf16, fp8 for FP8 linears'
   inputs, flash-style attention with no seq^2 term), times the layers whose
@@ -101,17 +103,40 @@ def microbatches_in_flight(p: ParallelConfig, ga: int) -> float:
     return inflight
 
 
-def breakdown(*, whole: int, stored: int, activation_bytes: float) -> MemoryEstimate:
+def largest_param_per_rank(m: ModelConfig, p: ParallelConfig) -> int:
+    """Elements of the largest single parameter on the most loaded rank: the vocab x hidden
+    embedding or output layer (wider than any block weight for every Llama 3.1 shape)."""
+    return max(m.vocab * m.hidden, m.ffn * m.hidden, m.hidden * m.hidden) // p.tp
+
+
+def breakdown(*, whole: int, stored: int, activation_bytes: float, split_masters: bool, largest: int) -> MemoryEstimate:
     """The estimate from parameter counts: ``whole`` parameters computed with on this rank
-    (bf16 copies), ``stored`` of them held in fp32 (master, gradient, Adam) after sharding."""
+    (bf16 copies), ``stored`` of them held with fp32 masters, gradients and Adam state after
+    sharding; ``split_masters``: the masters are bf16 high + 16-bit low halves (one rank);
+    ``largest``: elements of the largest parameter, whose bf16 gradient is briefly alive."""
+    master_bytes = 2 if split_masters else 4
     return MemoryEstimate(
-        weights_gib=(4 * stored + 2 * whole) / GIB,
-        gradients_gib=4 * stored / GIB,
+        weights_gib=(master_bytes * stored + 2 * whole) / GIB,
+        gradients_gib=(4 * stored + 2 * largest) / GIB,
         optimizer_gib=8 * stored / GIB,
         activations_gib=activation_bytes / GIB,
         overhead_gib=OVERHEAD_GIB,
         params_per_rank=whole,
     )
+
+
+def splits_masters(p: ParallelConfig, *, dp: int) -> bool:
+    """A single rank keeps its fp32 masters as bf16 weight + int16 low half (train/precision.py)."""
+    return dp * p.cp * p.tp * p.pp == 1
+
+
+def master_weights_note(p: ParallelConfig, *, dp: int) -> str:
+    """How the fp32 master weights are held, in words (plan shows it beside the memory)."""
+    if splits_masters(p, dp=dp):
+        return "bf16 weight + int16 low half (exact fp32)"
+    if dp * p.cp == 1:
+        return "fp32 weights, bf16 autocast"
+    return f"fp32 shards over DP x CP = {dp * p.cp}"
 
 
 def estimate_memory(
@@ -121,4 +146,10 @@ def estimate_memory(
     layers_per_stage = m.layers // p.pp
     act = activation_bytes_per_layer(m, p, mbs, dtype) * layers_per_stage * microbatches_in_flight(p, ga)
     act += logits_bytes(m, p, mbs)
-    return breakdown(whole=n, stored=n // (dp * p.cp), activation_bytes=act)
+    return breakdown(
+        whole=n,
+        stored=n // (dp * p.cp),
+        activation_bytes=act,
+        split_masters=splits_masters(p, dp=dp),
+        largest=largest_param_per_rank(m, p),
+    )

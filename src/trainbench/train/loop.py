@@ -31,7 +31,7 @@ from trainbench.parallel import (
 from trainbench.train.data import SyntheticTokens
 from trainbench.train.dist import DistContext
 from trainbench.train.optim import build_optimizer, set_lr
-from trainbench.train.precision import Bf16MasterWeights
+from trainbench.train.precision import SplitMasterAdamW
 
 GIB = 2**30
 
@@ -68,15 +68,18 @@ class Trainer:
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
         # One rank holding whole parameters in bf16 compute: the recipe's bf16 weights with fp32
-        # masters (train/precision.py). Sharded (FSDP) parameters get the same from FSDP's policy.
+        # masters, the masters kept as bf16 high + int16 low halves (train/precision.py). Sharded
+        # (FSDP) parameters get bf16 compute over fp32 shards from FSDP's policy.
         compiled = compile_enabled(plan, device)
         self.master = (
-            Bf16MasterWeights(self.params, compile_accumulate=compiled) if ctx.mesh is None and self.bf16 else None
+            SplitMasterAdamW(self.params, plan.train, compile_kernels=compiled)
+            if ctx.mesh is None and self.bf16
+            else None
         )
         # The loss over a 128k vocabulary is memory-bound: compiled, the fp32 upcast, log-softmax and
         # its gradient fuse into fewer passes over the (tokens x vocab) logits.
         self.loss_fn = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
-        self.optimizer = build_optimizer(self.optimizer_params, plan.train, device)
+        self.optimizer = None if self.master else build_optimizer(self.params, plan.train, device)
         self.data = SyntheticTokens(plan.model, plan.train, dp_rank=ctx.dp_rank, device=device)
         self.ga = plan.ga
         self.shard_sequence = sequence_sharding(ctx.mesh, [model])  # context parallel; a no-op without CP
@@ -84,10 +87,6 @@ class Trainer:
     @property
     def bf16(self) -> bool:
         return bf16_enabled(self.plan, self.device)
-
-    @property
-    def optimizer_params(self) -> list[torch.Tensor]:
-        return self.master.optimizer_params if self.master else self.params  # type: ignore[return-value]
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         # bf16 compute over fp32 master weights (fp8 linears cast further).
@@ -99,7 +98,7 @@ class Trainer:
     def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step over GA micro-batches. Returns (mean loss, grad norm) as device
         tensors, so nothing here waits for the device."""
-        set_lr(self.optimizer, lr)
+        set_lr(self.master or self.optimizer, lr)  # type: ignore[arg-type]
         total = torch.zeros((), device=self.device)
         for inputs, labels in batches:
             with self.shard_sequence(inputs, labels):
@@ -108,11 +107,13 @@ class Trainer:
                     loss = self.loss_fn(logits, labels) / self.ga
                 loss.backward()
             total += loss.detach()
-        grad_norm = clip_grad_norm_(self.optimizer_params, self.plan.train.grad_clip, self.ctx.mesh)
-        self.optimizer.step()
         if self.master:
-            self.master.after_optimizer_step()
+            grad_norm = self.master.clip_(self.plan.train.grad_clip)
+            self.master.step()  # also zeroes the main gradients
         else:
+            assert self.optimizer is not None
+            grad_norm = clip_grad_norm_(self.params, self.plan.train.grad_clip, self.ctx.mesh)
+            self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return total, grad_norm
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -33,6 +34,10 @@ def build_optimizer(params: Sequence[torch.Tensor], t: TrainConfig, device: torc
     )
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+class HasParamGroups(Protocol):
+    param_groups: list[dict[str, Any]]
+
+
+def set_lr(optimizer: HasParamGroups, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
