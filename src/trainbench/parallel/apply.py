@@ -45,7 +45,7 @@ def parallelize(model: nn.Module, plan: Plan, device: torch.device, mesh: Parall
     if plan.train.activation_checkpointing:
         apply_activation_checkpointing(model)
     if compile_enabled(plan, device):
-        compile_blocks(model)
+        compile_blocks(model, inductor_options(plan.train.dtype))
     if dim_size(mesh, FSDP_DIM) > 1:
         from trainbench.parallel.fsdp import apply_fsdp
 
@@ -74,8 +74,22 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
         model.layers.register_module(name, checkpoint_wrapper(block, preserve_rng_state=False))  # type: ignore[union-attr]
 
 
-def compile_blocks(model: nn.Module) -> None:
+def inductor_options(dtype: str) -> dict[str, bool]:
+    """Inductor settings for the blocks. FP8: no mix-order reductions. With them, inductor fuses the
+    RMSNorm backward (a row reduction) with its weight gradient (a column reduction) and, into the
+    same row-by-row loop, the fp8 casts of the recomputed norm output in the transposed layout that
+    the weight-gradient GEMMs read: one-byte stores 8192 apart, 1.93 ms per 8B block where the
+    bytes take ~0.1 ms (benchmarks/block_bench.py on an H200, BENCHMARKS.md)."""
+    import torch._inductor.config as inductor_config
+
+    if dtype == "fp8" and hasattr(inductor_config.triton, "mix_order_reduction"):
+        return {"triton.mix_order_reduction": False}
+    return {}
+
+
+def compile_blocks(model: nn.Module, options: dict[str, bool] | None = None) -> None:
     """Compile each transformer block on its own: one graph reused by every layer, so
     compile time does not grow with depth, and pipeline stages can hold any subset."""
     for name, block in list(model.layers.named_children()):  # type: ignore[union-attr]
-        model.layers.register_module(name, torch.compile(block, fullgraph=True))  # type: ignore[union-attr,arg-type]
+        compiled = torch.compile(block, fullgraph=True, options=options or None)  # type: ignore[arg-type]
+        model.layers.register_module(name, compiled)  # type: ignore[union-attr,arg-type]
