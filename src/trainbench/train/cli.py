@@ -110,7 +110,14 @@ def node_for_here(args: argparse.Namespace) -> NodeSpec:
     return node_spec(args.gpus, args.nproc_per_node, visible, os.environ)
 
 
+# A plan that fills the GPU (the one-GPU proxies take 90% of it) fragments the caching allocator's
+# fixed-size segments: the 405B-shaped proxy held 134 GiB reserved for a 124 GiB peak and ran 17 s
+# steps; with growable segments it runs 1.84 s steps with no allocation retries (BENCHMARKS.md).
+ALLOCATOR_DEFAULT = "expandable_segments:True"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_DEFAULT)  # before CUDA's first allocation
     import torch
 
     from trainbench.train.files import default_results_root, new_run_id

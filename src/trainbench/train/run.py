@@ -160,6 +160,8 @@ def execute(
             flops_per_sample=flops, peak_tflops=peak, proxy=plan.proxy, window=window,
         )  # fmt: skip
         summary.results["time_to_first_step_s"] = first_step_s
+        if device.type == "cuda":  # allocations that failed, emptied the cache and retried: a slow-down sign
+            summary.results["alloc_retries"] = torch.cuda.memory_stats(device).get("num_alloc_retries", 0)
         if files:
             if summary.failure:
                 files.write_line(f"trainbench: run {summary.status}: {summary.failure}")
