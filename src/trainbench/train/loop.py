@@ -71,18 +71,22 @@ class Trainer:
         # masters, the masters kept as bf16 high + int16 low halves (train/precision.py). Sharded
         # (FSDP) parameters get bf16 compute over fp32 shards from FSDP's policy.
         compiled = compile_enabled(plan, device)
-        self.master = (
+        self.optimizer: SplitMasterAdamW | torch.optim.AdamW = (
             SplitMasterAdamW(self.params, plan.train, compile_kernels=compiled)
             if ctx.mesh is None and self.bf16
-            else None
+            else build_optimizer(self.params, plan.train, device)
         )
         # The loss over a 128k vocabulary is memory-bound: compiled, the fp32 upcast, log-softmax and
         # its gradient fuse into fewer passes over the (tokens x vocab) logits.
         self.loss_fn = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
-        self.optimizer = None if self.master else build_optimizer(self.params, plan.train, device)
         self.data = SyntheticTokens(plan.model, plan.train, dp_rank=ctx.dp_rank, device=device)
         self.ga = plan.ga
         self.shard_sequence = sequence_sharding(ctx.mesh, [model])  # context parallel; a no-op without CP
+
+    @property
+    def master(self) -> SplitMasterAdamW | None:
+        """The bf16 weights' fp32 masters and their optimizer, on one rank in bf16; else None."""
+        return self.optimizer if isinstance(self.optimizer, SplitMasterAdamW) else None
 
     @property
     def bf16(self) -> bool:
@@ -98,7 +102,7 @@ class Trainer:
     def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step over GA micro-batches. Returns (mean loss, grad norm) as device
         tensors, so nothing here waits for the device."""
-        set_lr(self.master or self.optimizer, lr)  # type: ignore[arg-type]
+        set_lr(self.optimizer, lr)
         total = torch.zeros((), device=self.device)
         for inputs, labels in batches:
             with self.shard_sequence(inputs, labels):
@@ -107,11 +111,10 @@ class Trainer:
                     loss = self.loss_fn(logits, labels) / self.ga
                 loss.backward()
             total += loss.detach()
-        if self.master:
-            grad_norm = self.master.clip_(self.plan.train.grad_clip)
-            self.master.step()  # also zeroes the main gradients
+        if isinstance(self.optimizer, SplitMasterAdamW):
+            grad_norm = self.optimizer.clip_(self.plan.train.grad_clip)
+            self.optimizer.step()  # also zeroes the main gradients
         else:
-            assert self.optimizer is not None
             grad_norm = clip_grad_norm_(self.params, self.plan.train.grad_clip, self.ctx.mesh)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
