@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ["bf16", "fp8", "fp8-mixorder"]
+VARIANTS = ["bf16", "fp8", "fp8-mixorder"]  # the default set
+KNOWN = [*VARIANTS, "fp8-nopersist", "fp8-gqa", "fp8-ropebf16"]
 
 
 def main() -> int:
@@ -38,8 +39,11 @@ def main() -> int:
     args = ap.parse_args()
     if args.one:
         return run_one(args)
+    variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in KNOWN]:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
     rows = []
-    for variant in args.variants.split(","):
+    for variant in variants:
         cmd = [sys.executable, __file__, "--shape", args.shape, "--one", variant, "--iters", str(args.iters)]
         if args.out:
             cmd += ["--out", str(args.out)]
