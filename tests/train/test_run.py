@@ -277,3 +277,20 @@ def test_a_slurm_jobs_own_out_file_receives_the_lines_on_stdout(tmp_path, monkey
     monkeypatch.setenv("TRAINBENCH_JOB_OUT", str(tmp_path / "another.out"))
     assert main([*base, "--run-id", "4243"]) == 0
     assert (out.parent / "log-trainbench_llama3.1_tiny_1_4243.out").read_text().startswith("GSW:")
+
+
+def test_summary_view_shows_peak_memory_against_the_plan_and_allocator_retries(capsys):
+    """A GPU run's summary carries its peak and the allocator's retries; the view sets the peak
+    beside the plan's estimate (the GPU figures of BENCHMARKS.md's 8B BF16 run)."""
+    from trainbench.train.progress import ProgressView
+    from trainbench.train.records import RunSummary
+    from trainbench.train.run import Outcome
+
+    plan = resolve("tiny", 1, "bf16", "cpu", FAST)
+    summary = RunSummary(
+        status="complete", run_id="r1", config=plan.to_dict(), provenance={"plan_memory_gib": {"total_gib": 122.74}},
+        started_at="2026-12-01T07:29:51+00:00",
+        results={"last_step": None, "steady_state": None, "mem_peak_gib": 122.303, "alloc_retries": 0},
+    )  # fmt: skip
+    ProgressView(plan, enabled=False).print_summary(Outcome("complete", None, 0, summary))
+    assert "peak memory: 122.3 GiB (plan 122.7 GiB), allocator retries 0" in capsys.readouterr().err

@@ -78,6 +78,12 @@ class ProgressView:
                 f"steady-state window: steps {steady['first_step']}-{steady['last_step']} "
                 f"(n={steady['n']}, std {steady['std_s']:.4f}s, min {steady['min_s']:.4f}s, max {steady['max_s']:.4f}s)"
             )
+        if res.get("mem_peak_gib") is not None:
+            plan_gib = s.provenance.get("plan_memory_gib", {}).get("total_gib")
+            planned = "" if plan_gib is None else f" (plan {plan_gib:.1f} GiB)"
+            self.console.print(
+                f"peak memory: {res['mem_peak_gib']:.1f} GiB{planned}, allocator retries {res.get('alloc_retries', 0)}"
+            )
         first = res.get("time_to_first_step_s")
         if first is not None:
             self.console.print(f"start to first finished step: {first:.1f}s")

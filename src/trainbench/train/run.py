@@ -98,6 +98,7 @@ def execute(
     steps = plan.train.steps
     window = default_window(steps)
     step_times: dict[int, float] = {}
+    mem_peak_gib = 0.0
     first_step_s: float | None = None
     exit_code = 0
     try:
@@ -132,6 +133,7 @@ def execute(
                     mem_reserved_gib=ctx.reduce_max(reserved_gib),
                     warmup=step < window[0],
                 )
+                mem_peak_gib = max(mem_peak_gib, rec.mem_peak_gib)  # already the most loaded rank's
                 if files:
                     files.write_step(rec, steps)
                     summary.steps_done = step
@@ -160,7 +162,9 @@ def execute(
             flops_per_sample=flops, peak_tflops=peak, proxy=plan.proxy, window=window,
         )  # fmt: skip
         summary.results["time_to_first_step_s"] = first_step_s
-        if device.type == "cuda":  # allocations that failed, emptied the cache and retried: a slow-down sign
+        if device.type == "cuda":
+            summary.results["mem_peak_gib"] = mem_peak_gib
+            # this rank's allocations that failed, emptied the allocator's cache and retried: a slow-down sign
             summary.results["alloc_retries"] = torch.cuda.memory_stats(device).get("num_alloc_retries", 0)
         if files:
             if summary.failure:
