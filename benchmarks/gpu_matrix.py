@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(CELLS))
     ap.add_argument("--timeout", type=float, default=None, help="seconds per cell before SIGTERM")
     args = ap.parse_args()
+    if unknown := [n for n in args.only.split(",") if n not in CELLS]:
+        ap.error(f"unknown cell(s) {', '.join(unknown)}; choose from {', '.join(CELLS)}")
     rows = []
     for name in args.only.split(","):
         run_id = f"matrix-{name}"
