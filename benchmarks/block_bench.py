@@ -11,7 +11,9 @@ of the slowest generated (Triton) kernels there, to read what inductor fused.
 Variants: ``bf16``; ``fp8`` (torchao tensorwise with trainbench's inductor options, as ``run
 --dtype fp8``); ``fp8-mixorder`` (inductor's mix-order reductions left on, its default);
 ``fp8-nopersist`` (persistent reductions off); ``fp8-gqa`` (SDPA's own GQA instead of expanded
-K/V); ``fp8-ropebf16`` (rotary embedding computed in bf16, as Hugging Face does).
+K/V); ``fp8-ropebf16`` (rotary embedding computed in bf16, as Hugging Face does);
+``bf16-fused`` / ``fp8-fused`` (q, k, v as one projection and gate, up as one, as Megatron's
+``linear_qkv`` and ``linear_fc1``: fewer, larger GEMMs, each input cast to fp8 once).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 VARIANTS = ["bf16", "fp8", "fp8-mixorder"]  # the default set
-KNOWN = [*VARIANTS, "fp8-nopersist", "fp8-gqa", "fp8-ropebf16"]
+KNOWN = [*VARIANTS, "fp8-nopersist", "fp8-gqa", "fp8-ropebf16", "bf16-fused", "fp8-fused"]
 
 
 def main() -> int:
@@ -111,6 +113,8 @@ def run_one(args: argparse.Namespace) -> int:
     block = llama.TransformerBlock(0, cfg).to(device)
     block.init_weights()
     block.to(torch.bfloat16)
+    if variant.endswith("-fused"):
+        fuse_projections(block, cfg)
     holder = torch.nn.Module()
     holder.layers = torch.nn.ModuleDict({"0": block})
     if variant.startswith("fp8"):
@@ -126,6 +130,8 @@ def run_one(args: argparse.Namespace) -> int:
     def once() -> None:
         out = compiled(x, table)
         out.backward(grad)
+        block.zero_grad(set_to_none=True)  # no .grad accumulation kernels: the real run folds grads in hooks
+        x.grad = None
 
     def sync() -> None:
         if cuda:
@@ -163,6 +169,44 @@ def run_one(args: argparse.Namespace) -> int:
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0, "kernels": kernels[:20],
     }))  # fmt: skip
     return 0
+
+
+def fuse_projections(block, cfg) -> None:  # type: ignore[no-untyped-def]
+    """Replace wq/wk/wv by one ``wqkv`` and w1/w3 by one ``w13`` holding the same weights."""
+    import types
+
+    import torch
+    import torch.nn.functional as F
+
+    from trainbench.model.llama import repeat_kv
+    from trainbench.model.rope import apply_rope
+
+    att, ffn, d = block.attention, block.feed_forward, cfg.head_dim
+    sizes = [cfg.heads * d, cfg.query_groups * d, cfg.query_groups * d]
+    att.wqkv = torch.nn.Linear(cfg.hidden, sum(sizes), bias=False)
+    att.wqkv.weight = torch.nn.Parameter(torch.cat([att.wq.weight, att.wk.weight, att.wv.weight]).detach())
+    del att.wq, att.wk, att.wv
+
+    def attention_forward(self, x, rope_table):  # type: ignore[no-untyped-def]
+        bsz, seqlen, _ = x.shape
+        q, k, v = (t.view(bsz, seqlen, -1, d) for t in self.wqkv(x).split(sizes, dim=-1))
+        table = rope_table[:seqlen]
+        q, k = apply_rope(q, table), apply_rope(k, table)
+        n_rep = q.shape[2] // k.shape[2]
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        return self.wo(out.transpose(1, 2).reshape(bsz, seqlen, -1))
+
+    ffn.w13 = torch.nn.Linear(cfg.hidden, 2 * cfg.ffn, bias=False)
+    ffn.w13.weight = torch.nn.Parameter(torch.cat([ffn.w1.weight, ffn.w3.weight]).detach())
+    del ffn.w1, ffn.w3
+
+    def ffn_forward(self, x):  # type: ignore[no-untyped-def]
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+    att.forward = types.MethodType(attention_forward, att)
+    ffn.forward = types.MethodType(ffn_forward, ffn)
 
 
 def dump_kernel_sources(path: Path, kernels: list[dict]) -> None:

@@ -33,3 +33,29 @@ def test_an_unknown_variant_is_refused():
     proc = run("--shape", "tiny", "--variants", "bf16,fp9")
     assert proc.returncode == 2
     assert "unknown variant(s) fp9" in proc.stderr
+
+
+def test_fused_projections_compute_the_same_block():
+    """The bench's fused q/k/v and gate/up hold the same weights: the block's output is unchanged."""
+    import copy
+    import importlib.util
+
+    import torch
+
+    from trainbench.config import ModelConfig
+    from trainbench.model.llama import TransformerBlock
+    from trainbench.model.rope import rope_cache
+
+    spec = importlib.util.spec_from_file_location("block_bench", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    cfg = ModelConfig()
+    block = TransformerBlock(0, cfg)
+    block.init_weights()
+    fused = copy.deepcopy(block)
+    bench.fuse_projections(fused, cfg)
+    assert not hasattr(fused.attention, "wq") and fused.feed_forward.w13.weight.shape == (2 * cfg.ffn, cfg.hidden)
+    x = torch.randn(2, cfg.seq_len, cfg.hidden)
+    table = rope_cache(cfg)
+    torch.testing.assert_close(fused(x, table), block(x, table), rtol=1e-5, atol=1e-5)
