@@ -61,6 +61,8 @@ def test_json(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert by[("bf16", 576)]["comparison"]["verdict"] == "fail"
     assert by[("fp8", 1152)]["status"] == "incomplete" and by[("fp8", 1152)]["steps"] == 20
     assert by[(None, None)]["missing"] == ["model", "dtype", "gpus"]
+    assert by[("bf16", 576)]["mem_peak_gib"] == pytest.approx(70833405952 / 2**30)  # NeMo 2's peak_memory_usage
+    assert by[("fp8", 576)]["mem_peak_gib"] is None  # Megatron's iteration lines carry no memory
 
 
 def test_table_csv_markdown(
@@ -78,6 +80,9 @@ def test_table_csv_markdown(
     assert len(table) == 4
     fp8 = next(r for r in table if r["dtype"] == "fp8" and r["gpus"] == "576")
     assert float(fp8["tokens_per_s"]) == pytest.approx(183664, rel=0.002) and fp8["verdict"] == "pass"
+    bf16 = next(r for r in table if r["dtype"] == "bf16")
+    assert float(bf16["mem_peak_gib"]) == pytest.approx(65.97, abs=0.01) and fp8["mem_peak_gib"] == ""
+    assert "peak GiB" in out and "66.0" in out
     md = md_path.read_text()
     assert md.count("| log-nemo_llama3.1_405b_576_1.out |") == 2 and "## Notes" in md
 

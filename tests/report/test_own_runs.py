@@ -29,6 +29,7 @@ def write_run(
     planned: int | None = None,
     gpu_type: str = "h100",
     files: tuple[str, ...] = ("out", "steps", "summary"),
+    mem_gib: list[float] | None = None,
 ) -> Path:
     plan = resolve("tiny", 1, "bf16", gpu_type)
     plan.train.steps = planned or len(times)
@@ -59,7 +60,7 @@ def write_run(
             lr=1e-4,
             grad_norm=1.0,
             consumed_samples=4 * step,
-            mem_peak_gib=0.1,
+            mem_peak_gib=mem_gib[step - 1] if mem_gib else 0.1,
             mem_reserved_gib=0.2,
             warmup=step <= warmup,
         )
@@ -183,3 +184,15 @@ def test_named_out_file_brings_its_records(tmp_path: Path) -> None:
     run, row = pairs[0]
     assert run.warmup_steps == (1, 2)  # came from the JSONL, not the .out
     assert json.loads(Path(str(out).replace(".out", ".summary.json")).read_text())["status"] == row["status"]
+
+
+@pytest.mark.parametrize("files", [("out", "steps", "summary"), ("out",)], ids=["records", "out-only"])
+def test_peak_memory_is_the_largest_step_peak(tmp_path: Path, files: tuple[str, ...]) -> None:
+    mem = [100.0 + 0.5 * (s % 7) for s in range(50)]  # GiB; the .out line rounds to 2 decimals
+    write_run(tmp_path, TIMES, mem_gib=mem, files=files)
+    assert one(tmp_path)["mem_peak_gib"] == pytest.approx(max(mem), abs=0.005)
+
+
+def test_cpu_runs_have_no_peak_memory(tmp_path: Path) -> None:
+    write_run(tmp_path, TIMES, mem_gib=[0.0] * 50)  # CPU runs log 0: no allocator statistics
+    assert one(tmp_path)["mem_peak_gib"] is None

@@ -38,6 +38,7 @@ def test_nemo2_example() -> None:
         6400,
         11.96,
     )
+    assert p.mem_peak_gib == pytest.approx(70833405952 / 2**30)  # peak_memory_usage is in bytes
 
 
 def test_megatron_example() -> None:
@@ -66,6 +67,7 @@ def test_trainbench_out_line_reads_as_nemo2() -> None:
     fmt, p = parse_line(out_step_line(rec, total_steps=50))  # type: ignore[misc]
     assert fmt == "nemo2"
     assert (p.step, p.step_time_s, p.total_steps, p.consumed_samples, p.loss) == (7, 0.1234, 50, 28, 5.5)
+    assert p.mem_peak_gib == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(

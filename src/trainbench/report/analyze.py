@@ -90,6 +90,7 @@ def analyze(run: Run, opts: Options) -> dict[str, Any]:
         "tflops_per_gpu": None,
         "mfu_pct": None,
         "ttt_days": None,
+        "mem_peak_gib": run.mem_peak_gib,
         "steady_state": None,
         "reference": None,
         "comparison": None,

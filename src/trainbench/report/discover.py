@@ -73,6 +73,7 @@ class Run:
     proxy: bool | None = None
     peak_tflops_override: float | None = None
     warmup_steps: tuple[int, ...] = ()  # own runs flag their timing warm-up
+    mem_peak_gib: float | None = None  # the largest per-step peak the run logged (GPU memory)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -237,6 +238,7 @@ def load_foreign(src: Source, flags: dict[str, Any]) -> Run:
     own_out = log.provenance.get("FRAMEWORK") == FRAMEWORK or src.stem.startswith(f"log-{FRAMEWORK}_")
     run = Run(source=src.label, format="trainbench" if own_out else (log.format or "unknown"), status="incomplete")
     run.step_times_s = {s: p.step_time_s for s, p in sorted(log.steps.items())}
+    run.mem_peak_gib = log_peak_gib(log)
     run.planned_steps = log.planned_steps
     run.status = log_status(log, err_traceback=False)
     if run.status == "incomplete" and _err_traceback(src.out):
@@ -251,9 +253,14 @@ def load_foreign(src: Source, flags: dict[str, Any]) -> Run:
     return run
 
 
+def log_peak_gib(log: ParsedLog) -> float | None:
+    return max((p.mem_peak_gib for p in log.steps.values() if p.mem_peak_gib), default=None)
+
+
 def _read_steps(path: Path, run: Run) -> tuple[dict[int, float], bool, tuple[int, ...]]:
-    """Step times, whether any loss/grad norm is NaN, and the warm-up steps, from a JSONL file.
-    A line that does not parse (a run killed mid-write) is skipped with a note."""
+    """Step times, whether any loss/grad norm is NaN, and the warm-up steps, from a JSONL file
+    (and the run's peak memory into ``run``). A line that does not parse (a run killed
+    mid-write) is skipped with a note."""
     times: dict[int, float] = {}
     nan = False
     warmup: list[int] = []
@@ -270,6 +277,9 @@ def _read_steps(path: Path, run: Run) -> tuple[dict[int, float], bool, tuple[int
                 bad += 1
                 continue
             times[step] = t
+            mem = rec.get("mem_peak_gib")
+            if isinstance(mem, int | float) and math.isfinite(mem) and mem > 0:  # CPU runs log 0
+                run.mem_peak_gib = max(run.mem_peak_gib or 0.0, float(mem))
             nan = nan or any(isinstance(rec.get(k), float) and math.isnan(rec[k]) for k in ("loss", "grad_norm"))
             if rec.get("warmup"):
                 warmup.append(step)
@@ -301,6 +311,7 @@ def load_own(src: Source, flags: dict[str, Any]) -> Run:
     elif src.out is not None:
         log = parse_file(str(src.out))
         run.step_times_s = {s: p.step_time_s for s, p in sorted(log.steps.items())}
+        run.mem_peak_gib = log_peak_gib(log)
         nan = log.nan
     layers: list[tuple[str, dict[str, Any]]] = []
     if summary is not None and plan is not None:

@@ -51,6 +51,7 @@ class StepPoint:
     loss: float | None = None
     grad_norm: float | None = None
     nan: bool = False  # a loss or grad norm is NaN, or the framework counted a NaN iteration
+    mem_peak_gib: float | None = None  # the device's peak allocated memory, when the line says it
 
 
 @dataclass
@@ -138,6 +139,8 @@ def parse_nemo2(line: str) -> StepPoint | None:
     f = _pipe_fields(line[it.end() :])
     loss = _number(f.get("reduced_train_loss", ""))
     grad_norm = _number(f.get("grad_norm", ""))
+    peak_bytes = _number(f.get("peak_memory_usage", ""))  # NeMo 2: bytes; trainbench: peak_memory_gib
+    mem = _number(f.get("peak_memory_gib", "")) if peak_bytes is None else peak_bytes / 2**30
     return _point(
         int(it.group(1)) + 1,
         _number(f.get("train_step_timing in s", "")),
@@ -147,6 +150,7 @@ def parse_nemo2(line: str) -> StepPoint | None:
         loss=loss,
         grad_norm=grad_norm,
         nan=_is_nan(loss, grad_norm),
+        mem_peak_gib=mem if mem is not None and math.isfinite(mem) and mem > 0 else None,
     )
 
 

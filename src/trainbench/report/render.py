@@ -70,6 +70,7 @@ STEADY_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("max s", lambda r: _steady(r, "max_s", ".3f")),
     ("tokens/s", lambda r: _steady(r, "median_tokens_per_s", ",.0f")),
     ("MFU %", lambda r: _steady(r, "median_mfu_pct")),
+    ("peak GiB", lambda r: _f(r["mem_peak_gib"], ".1f")),
 ]
 # the comparison goes in the table of the number it compares (Options.basis)
 COMPARE_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
@@ -190,6 +191,7 @@ CSV_KEYS = (
     "tflops_per_gpu",
     "mfu_pct",
     "ttt_days",
+    "mem_peak_gib",
 )
 CSV_STEADY = (
     "window",
