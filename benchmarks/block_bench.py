@@ -41,6 +41,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.one:
         return run_one(args)
+    if args.iters < 1:
+        ap.error(f"--iters must be at least 1, got {args.iters}")
     variants = args.variants.split(",")
     if unknown := [v for v in variants if v not in KNOWN]:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")

@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(CELLS))
     ap.add_argument("--timeout", type=float, default=None, help="seconds per cell before SIGTERM")
     args = ap.parse_args()
+    if args.timeout is not None and not args.timeout > 0:
+        ap.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if unknown := [n for n in args.only.split(",") if n not in CELLS]:
         ap.error(f"unknown cell(s) {', '.join(unknown)}; choose from {', '.join(CELLS)}")
     rows = []
@@ -55,7 +57,7 @@ def main() -> int:
             rows.append((name, f"not run (exit {proc.returncode}): {log.read_text().strip().splitlines()[-1:]}"))
             continue
         s = json.loads(summaries[0].read_text())
-        steady, peak = s["results"].get("steady_state") or {}, _peak_memory(summaries[0])
+        steady, peak = s["results"].get("steady_state") or {}, s["results"].get("mem_peak_gib") or float("nan")
         plan_gib = s["provenance"]["plan_memory_gib"]["total_gib"]
         first = s["results"].get("time_to_first_step_s") or float("nan")
         text = (
@@ -71,11 +73,6 @@ def main() -> int:
     for name, text in rows:
         print(f"{name:<{width}}  {text}")
     return 0
-
-
-def _peak_memory(summary: Path) -> float:
-    steps = Path(str(summary).removesuffix(".summary.json") + ".steps.jsonl")
-    return max((json.loads(line)["mem_peak_gib"] for line in steps.read_text().splitlines()), default=0.0)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,13 @@ def test_each_variant_reports_its_time_and_kernels(tmp_path):
     assert (tmp_path / "kernels-tiny-fp8.txt").exists()
 
 
-def test_an_unknown_variant_is_refused():
+def test_an_unknown_variant_and_no_iterations_are_refused():
     proc = run("--shape", "tiny", "--variants", "bf16,fp9")
     assert proc.returncode == 2
     assert "unknown variant(s) fp9" in proc.stderr
+    proc = run("--shape", "tiny", "--iters", "0")
+    assert proc.returncode == 2
+    assert "--iters must be at least 1, got 0" in proc.stderr
 
 
 def test_fused_projections_compute_the_same_block():

@@ -105,8 +105,8 @@ def microbatches_in_flight(p: ParallelConfig, ga: int) -> float:
 
 def largest_param_per_rank(m: ModelConfig, p: ParallelConfig) -> int:
     """Elements of the largest single parameter on the most loaded rank: the vocab x hidden
-    embedding or output layer (wider than any block weight for every Llama 3.1 shape)."""
-    return max(m.vocab * m.hidden, m.ffn * m.hidden, m.hidden * m.hidden) // p.tp
+    embedding or output layer, or a hidden x FFN block weight if that were wider."""
+    return max(m.vocab, m.ffn) * m.hidden // p.tp
 
 
 def breakdown(*, whole: int, stored: int, activation_bytes: float, split_masters: bool, largest: int) -> MemoryEstimate:
