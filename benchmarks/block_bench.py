@@ -12,8 +12,11 @@ Variants: ``bf16``; ``fp8`` (torchao tensorwise with trainbench's inductor optio
 --dtype fp8``); ``fp8-mixorder`` (inductor's mix-order reductions left on, its default);
 ``fp8-nopersist`` (persistent reductions off); ``fp8-gqa`` (SDPA's own GQA instead of expanded
 K/V); ``fp8-ropebf16`` (rotary embedding computed in bf16, as Hugging Face does);
-``bf16-fused`` / ``fp8-fused`` (q, k, v as one projection and gate, up as one, as Megatron's
-``linear_qkv`` and ``linear_fc1``: fewer, larger GEMMs, each input cast to fp8 once).
+``-fused`` (q, k, v as one projection and gate, up as one, as Megatron's ``linear_qkv`` and
+``linear_fc1``: fewer, larger GEMMs, each input cast to fp8 once); ``-nocache`` (fp8 only:
+torchao casts the weights in every forward and backward, instead of the fp8 weights being cast
+once per optimizer step as ``run`` does; the timed iterations leave that one cast out, it
+runs once per GA micro-batches). Modifiers combine: ``fp8-fused-nocache``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,20 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ["bf16", "fp8", "fp8-mixorder"]  # the default set
-KNOWN = [*VARIANTS, "fp8-nopersist", "fp8-gqa", "fp8-ropebf16", "bf16-fused", "fp8-fused"]
+VARIANTS = ["bf16", "fp8", "fp8-nocache"]  # the default set
+BASES = ("bf16", "fp8")
+MODIFIERS = {"fused": BASES, "mixorder": ("fp8",), "nopersist": ("fp8",), "gqa": ("fp8",), "ropebf16": ("fp8",),
+             "nocache": ("fp8",)}  # fmt: skip
+
+
+def variant_error(variant: str) -> str | None:
+    base, *mods = variant.split("-")
+    if base not in BASES:
+        return f"{variant}: starts with one of {', '.join(BASES)}"
+    for mod in mods:
+        if base not in MODIFIERS.get(mod, ()):
+            return f"{variant}: -{mod} is not a modifier of {base} (known: {', '.join(MODIFIERS)})"
+    return None
 
 
 def main() -> int:
@@ -44,8 +59,8 @@ def main() -> int:
     if args.iters < 1:
         ap.error(f"--iters must be at least 1, got {args.iters}")
     variants = args.variants.split(",")
-    if unknown := [v for v in variants if v not in KNOWN]:
-        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
+    if errors := [e for v in variants if (e := variant_error(v))]:
+        ap.error("; ".join(errors))
     rows = []
     for variant in variants:
         cmd = [sys.executable, __file__, "--shape", args.shape, "--one", variant, "--iters", str(args.iters)]
@@ -79,13 +94,16 @@ def run_one(args: argparse.Namespace) -> int:
     from trainbench.metrics.flops import model_flops_per_sample
     from trainbench.model import llama, rope
     from trainbench.parallel.apply import convert_to_float8, inductor_options
+    from trainbench.parallel.fp8_weights import Float8WeightCache
     from trainbench.recipe import tables
 
     variant = args.one
+    base, *mods = variant.split("-")
+    fp8 = base == "fp8"
     cfg = ModelConfig(name=args.shape, **{**tables.preset(args.shape), "layers": 1})
-    if variant == "fp8-nopersist":
+    if "nopersist" in mods:
         torch._inductor.config.triton.persistent_reductions = False
-    if variant == "fp8-gqa":
+    if "gqa" in mods:
 
         def attention_forward(self, x, rope_table):  # type: ignore[no-untyped-def]
             bsz, seqlen, _ = x.shape
@@ -100,7 +118,7 @@ def run_one(args: argparse.Namespace) -> int:
             return self.wo(out.transpose(1, 2).reshape(bsz, seqlen, -1))
 
         llama.Attention.forward = attention_forward  # type: ignore[method-assign]
-    if variant == "fp8-ropebf16":
+    if "ropebf16" in mods:
 
         def apply_rope_bf16(x, cache):  # type: ignore[no-untyped-def]
             cos, sin = cache.to(x.dtype).chunk(2, dim=-1)
@@ -115,14 +133,17 @@ def run_one(args: argparse.Namespace) -> int:
     block = llama.TransformerBlock(0, cfg).to(device)
     block.init_weights()
     block.to(torch.bfloat16)
-    if variant.endswith("-fused"):
+    if "fused" in mods:
         fuse_projections(block, cfg)
     holder = torch.nn.Module()
     holder.layers = torch.nn.ModuleDict({"0": block})
-    if variant.startswith("fp8"):
+    if fp8:
         convert_to_float8(holder, "tensorwise")
-    options = inductor_options("fp8" if variant.startswith("fp8") else "bf16")
-    if variant == "fp8-mixorder":
+        if "nocache" not in mods:  # run's default: fp8 weights cast once per optimizer step
+            cache = Float8WeightCache(holder)
+            cache.refresh()
+    options = inductor_options(base)
+    if "mixorder" in mods:
         options = {}
     compiled = torch.compile(holder.layers["0"], fullgraph=True, options=options or None)
     table = rope.rope_cache(cfg, device)

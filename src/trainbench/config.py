@@ -70,6 +70,9 @@ class TrainConfig:
     # (arithmetic progressions mod vocab) so that tests can see the loss fall.
     data: str = "mock"
     fp8_recipe: str = "tensorwise"  # tensorwise | rowwise (torchao float8 training)
+    # FP8 on one rank, tensorwise: cast each weight to fp8 once per optimizer step (as the recipe's
+    # FP8 parameters) instead of in every micro-batch's forward and backward; same fp8 values.
+    fp8_weight_cache: bool = True
     compile: bool | None = None  # None = on with CUDA, off on CPU
     # bf16 autocast over fp32 master weights. None = on with CUDA, off on CPU, whose bf16 is
     # emulated (about 10x slower than fp32 here): CPU runs are smoke and equivalence tests.

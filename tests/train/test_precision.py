@@ -146,7 +146,7 @@ def test_fp8_training_tracks_bf16_on_the_same_weights_and_data():
               "train.compile=false"]  # fmt: skip
     bf16 = Trainer(resolve("tiny", 1, "bf16", "cpu", common), CPU, DistContext())
     fp8 = Trainer(resolve("tiny", 1, "fp8", "cpu", common), CPU, DistContext())
-    assert type(fp8.model.layers["0"].attention.wq).__name__ == "Float8Linear" and fp8.master is not None
+    assert type(fp8.model.layers["0"].attention.wq).__name__.startswith("Float8Linear") and fp8.master is not None
     for step in (1, 2, 3):
         want = float(bf16.step(bf16.batches(step), 1e-3)[0])
         got = float(fp8.step(fp8.batches(step), 1e-3)[0])

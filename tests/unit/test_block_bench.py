@@ -16,15 +16,15 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_each_variant_reports_its_time_and_kernels(tmp_path):
-    proc = run("--shape", "tiny", "--variants", "bf16,fp8", "--iters", "2", "--out", str(tmp_path))
+    proc = run("--shape", "tiny", "--variants", "bf16,fp8,fp8-fused-nocache", "--iters", "2", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert [r["variant"] for r in rows] == ["bf16", "fp8"]
+    assert [r["variant"] for r in rows] == ["bf16", "fp8", "fp8-fused-nocache"]
     for r in rows:
         assert "error" not in r, r
         assert r["ms"] > 0 and r["kernels"] and all(k["us"] > 0 for k in r["kernels"])
     # fp8 runs torch._scaled_mm; bf16 does not
-    assert any("scaled_mm" in k["name"] for k in rows[1]["kernels"])
+    assert all(any("scaled_mm" in k["name"] for k in r["kernels"]) for r in rows[1:])
     assert not any("scaled_mm" in k["name"] for k in rows[0]["kernels"])
     assert (tmp_path / "kernels-tiny-fp8.txt").exists()
 
@@ -32,7 +32,10 @@ def test_each_variant_reports_its_time_and_kernels(tmp_path):
 def test_an_unknown_variant_and_no_iterations_are_refused():
     proc = run("--shape", "tiny", "--variants", "bf16,fp9")
     assert proc.returncode == 2
-    assert "unknown variant(s) fp9" in proc.stderr
+    assert "fp9: starts with one of bf16, fp8" in proc.stderr
+    proc = run("--shape", "tiny", "--variants", "bf16-nocache")
+    assert proc.returncode == 2
+    assert "-nocache is not a modifier of bf16" in proc.stderr
     proc = run("--shape", "tiny", "--iters", "0")
     assert proc.returncode == 2
     assert "--iters must be at least 1, got 0" in proc.stderr

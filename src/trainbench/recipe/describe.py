@@ -7,7 +7,7 @@ from typing import Any
 from trainbench.config import Plan
 from trainbench.metrics.flops import model_flops_per_sample
 from trainbench.recipe import tables
-from trainbench.recipe.memory import estimate_memory, master_weights_note
+from trainbench.recipe.memory import caches_fp8_weights, estimate_memory, master_weights_note
 from trainbench.recipe.resolve import gpu_memory_gib
 
 
@@ -28,7 +28,16 @@ def flops_per_sample(plan: Plan) -> float:
 def describe(plan: Plan) -> dict[str, Any]:
     """The ``plan --json`` object."""
     m, p, t = plan.model, plan.parallel, plan.train
-    mem = estimate_memory(m, p, dp=plan.dp, mbs=t.mbs, ga=plan.ga, dtype=t.dtype)
+    mem = estimate_memory(
+        m,
+        p,
+        dp=plan.dp,
+        mbs=t.mbs,
+        ga=plan.ga,
+        dtype=t.dtype,
+        fp8_recipe=t.fp8_recipe,
+        fp8_weight_cache=t.fp8_weight_cache,
+    )
     capacity = gpu_memory_gib(plan)
     ref = tables.find_reference(m.name, t.dtype, plan.gpus, m.layers, t.gbs)
     return {
@@ -59,7 +68,12 @@ def describe(plan: Plan) -> dict[str, Any]:
         "model_flops_per_sample": flops_per_sample(plan),
         "memory_per_gpu_gib": round(mem.total_gib, 2),
         "memory_breakdown_gib": {k: round(v, 2) for k, v in mem.as_dict().items() if k.endswith("_gib")},
-        "master_weights": master_weights_note(p, dp=plan.dp),
+        "master_weights": master_weights_note(p, dp=plan.dp)
+        + (
+            "; fp8 copies of the block weights, cast once per optimizer step"
+            if caches_fp8_weights(p, dp=plan.dp, dtype=t.dtype, fp8_recipe=t.fp8_recipe, enabled=t.fp8_weight_cache)
+            else ""
+        ),
         "gpu_memory_gib": capacity,
         "fits": None if capacity is None else mem.total_gib <= capacity,
         "reference": None if ref is None else ref.as_dict(),

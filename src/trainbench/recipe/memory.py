@@ -6,7 +6,9 @@ FSDP2 shards parameters, gradients and optimizer state over the DP x CP ranks):
 
 - weights: the bf16 copy that compute uses, 2 B * P (gathered per block under FSDP), plus
   the fp32 masters: 4 B * P / S as FSDP's fp32 shards; on a single rank 2 B * P, the
-  masters' low halves, the bf16 weights being their high halves (train/precision.py)
+  masters' low halves, the bf16 weights being their high halves (train/precision.py); FP8
+  on a single rank (tensorwise) adds 1 B per block-linear weight element, the fp8 copies
+  cast once per optimizer step (parallel/fp8_weights.py)
 - gradients: fp32 main gradients, 4 B * P / S, plus the bf16 gradient of the rank's largest
   parameter (the embedding or output layer), alive until it is folded into its fp32 sum
 - optimizer: Adam first and second moments in fp32, 8 B * P / S
@@ -109,14 +111,17 @@ def largest_param_per_rank(m: ModelConfig, p: ParallelConfig) -> int:
     return max(m.vocab, m.ffn) * m.hidden // p.tp
 
 
-def breakdown(*, whole: int, stored: int, activation_bytes: float, split_masters: bool, largest: int) -> MemoryEstimate:
+def breakdown(
+    *, whole: int, stored: int, activation_bytes: float, split_masters: bool, largest: int, fp8_cached: int = 0
+) -> MemoryEstimate:
     """The estimate from parameter counts: ``whole`` parameters computed with on this rank
     (bf16 copies), ``stored`` of them held with fp32 masters, gradients and Adam state after
     sharding; ``split_masters``: the masters are bf16 high + 16-bit low halves (one rank);
-    ``largest``: elements of the largest parameter, whose bf16 gradient is briefly alive."""
+    ``largest``: elements of the largest parameter, whose bf16 gradient is briefly alive;
+    ``fp8_cached``: weight elements also held as fp8 copies (1 B each)."""
     master_bytes = 2 if split_masters else 4
     return MemoryEstimate(
-        weights_gib=(master_bytes * stored + 2 * whole) / GIB,
+        weights_gib=(master_bytes * stored + 2 * whole + fp8_cached) / GIB,
         gradients_gib=(4 * stored + 2 * largest) / GIB,
         optimizer_gib=8 * stored / GIB,
         activations_gib=activation_bytes / GIB,
@@ -130,6 +135,17 @@ def splits_masters(p: ParallelConfig, *, dp: int) -> bool:
     return dp * p.cp * p.tp * p.pp == 1
 
 
+def caches_fp8_weights(p: ParallelConfig, *, dp: int, dtype: str, fp8_recipe: str, enabled: bool = True) -> bool:
+    """FP8 on one rank with tensorwise scaling keeps fp8 copies of the block weights
+    (train.fp8_weight_cache; parallel/fp8_weights.py)."""
+    return enabled and dtype == "fp8" and fp8_recipe == "tensorwise" and splits_masters(p, dp=dp)
+
+
+def block_linear_params(m: ModelConfig, p: ParallelConfig) -> int:
+    """Elements of the transformer blocks' linear weights on the most loaded rank."""
+    return (m.layers // p.pp) * (params_per_layer(m) - 2 * m.hidden) // p.tp
+
+
 def master_weights_note(p: ParallelConfig, *, dp: int) -> str:
     """How the fp32 master weights are held, in words (plan shows it beside the memory)."""
     if splits_masters(p, dp=dp):
@@ -140,7 +156,15 @@ def master_weights_note(p: ParallelConfig, *, dp: int) -> str:
 
 
 def estimate_memory(
-    m: ModelConfig, p: ParallelConfig, *, dp: int, mbs: int, ga: int, dtype: str = "bf16"
+    m: ModelConfig,
+    p: ParallelConfig,
+    *,
+    dp: int,
+    mbs: int,
+    ga: int,
+    dtype: str = "bf16",
+    fp8_recipe: str = "tensorwise",
+    fp8_weight_cache: bool = True,
 ) -> MemoryEstimate:
     n = params_per_rank(m, p)
     layers_per_stage = m.layers // p.pp
@@ -152,4 +176,7 @@ def estimate_memory(
         activation_bytes=act,
         split_masters=splits_masters(p, dp=dp),
         largest=largest_param_per_rank(m, p),
+        fp8_cached=block_linear_params(m, p)
+        if caches_fp8_weights(p, dp=dp, dtype=dtype, fp8_recipe=fp8_recipe, enabled=fp8_weight_cache)
+        else 0,
     )

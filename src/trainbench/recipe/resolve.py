@@ -196,7 +196,16 @@ def _fill_memory_with_layers(plan: Plan, memory_gib: float) -> Plan:
 
 def memory_total(plan: Plan) -> float:
     t = plan.train
-    est = estimate_memory(plan.model, plan.parallel, dp=plan.dp, mbs=t.mbs, ga=max(plan.ga, 1), dtype=t.dtype)
+    est = estimate_memory(
+        plan.model,
+        plan.parallel,
+        dp=plan.dp,
+        mbs=t.mbs,
+        ga=max(plan.ga, 1),
+        dtype=t.dtype,
+        fp8_recipe=t.fp8_recipe,
+        fp8_weight_cache=t.fp8_weight_cache,
+    )
     return est.total_gib
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from trainbench.config import Plan
 from trainbench.model import Llama, cross_entropy_loss
 from trainbench.parallel import (
+    Float8WeightCache,
     bf16_enabled,
     build_chunks,
     clip_grad_norm_,
@@ -76,12 +77,24 @@ class Trainer:
             if ctx.mesh is None and self.bf16
             else build_optimizer(self.params, plan.train, device)
         )
+        # FP8 on one rank: the weights' fp8 copies are made once per optimizer step, not per micro-batch.
+        self.fp8_weights = (
+            Float8WeightCache(model, compile_kernels=compiled)
+            if self.master is not None and plan.train.dtype == "fp8" and plan.train.fp8_weight_cache
+            else None
+        )
+        self.refresh_fp8_weights()
         # The loss over a 128k vocabulary is memory-bound: compiled, the fp32 upcast, log-softmax and
         # its gradient fuse into fewer passes over the (tokens x vocab) logits.
         self.loss_fn = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
         self.data = SyntheticTokens(plan.model, plan.train, dp_rank=ctx.dp_rank, device=device)
         self.ga = plan.ga
         self.shard_sequence = sequence_sharding(ctx.mesh, [model])  # context parallel; a no-op without CP
+
+    def refresh_fp8_weights(self) -> None:
+        """Recast the cached fp8 weights: after every change of the bf16 weights."""
+        if self.fp8_weights is not None:
+            self.fp8_weights.refresh()
 
     @property
     def master(self) -> SplitMasterAdamW | None:
@@ -114,6 +127,7 @@ class Trainer:
         if isinstance(self.optimizer, SplitMasterAdamW):
             grad_norm = self.optimizer.clip_(self.plan.train.grad_clip)
             self.optimizer.step()  # also zeroes the main gradients
+            self.refresh_fp8_weights()
         else:
             grad_norm = clip_grad_norm_(self.params, self.plan.train.grad_clip, self.ctx.mesh)
             self.optimizer.step()
