@@ -3,6 +3,7 @@ arbitrary input; generated lines round-trip; chunking, carriage returns and rank
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -68,6 +69,9 @@ def test_trainbench_out_line_reads_as_nemo2() -> None:
     assert fmt == "nemo2"
     assert (p.step, p.step_time_s, p.total_steps, p.consumed_samples, p.loss) == (7, 0.1234, 50, 28, 5.5)
     assert p.mem_peak_gib == pytest.approx(0.1)
+    cpu = dataclasses.replace(rec, mem_peak_gib=0.0, mem_reserved_gib=0.0)  # no allocator statistics on CPU
+    assert out_step_line(cpu, total_steps=50).endswith("peak_memory_gib: n/a")
+    assert parse_line(out_step_line(cpu, total_steps=50))[1].mem_peak_gib is None  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from trainbench.config import Plan
 from trainbench.train.files import JOB_OUT_ENV
-from trainbench.train.records import StepRecord, out_step_line
+from trainbench.train.records import StepRecord, memory_measured, out_step_line
 
 if TYPE_CHECKING:
     from trainbench.train.run import Outcome
@@ -45,7 +45,8 @@ class ProgressView:
 
     def update(self, rec: StepRecord) -> None:
         mfu = "" if rec.mfu_pct is None else f" mfu {rec.mfu_pct:.1f}%"
-        info = f"loss {rec.loss:.3f} step {rec.step_time_s:.3f}s{mfu} mem {rec.mem_peak_gib:.1f}GiB"
+        mem = memory_measured(rec)
+        info = f"loss {rec.loss:.3f} step {rec.step_time_s:.3f}s{mfu}" + ("" if mem is None else f" mem {mem:.1f}GiB")
         self.progress.update(self.task, completed=rec.step, info=info)
         if self.echo:
             print(out_step_line(rec, self.plan.train.steps), flush=True)

@@ -66,8 +66,13 @@ def out_step_line(rec: StepRecord, total_steps: int) -> str:
         f"global_step: {rec.step - 1} | consumed_samples: {rec.consumed_samples} | "
         f"reduced_train_loss: {rec.loss:.4f} | train_step_timing in s={rec.step_time_s:.4f} | "
         f"tokens_per_s: {rec.tokens_per_s:.1f} | mfu_pct: {_fmt(rec.mfu_pct)} | "
-        f"peak_memory_gib: {rec.mem_peak_gib:.2f}"
+        f"peak_memory_gib: {_fmt(memory_measured(rec))}"
     )
+
+
+def memory_measured(rec: StepRecord) -> float | None:
+    """The step's peak GiB, or None where no device memory was measured (CPU runs record 0)."""
+    return None if rec.mem_peak_gib == 0 and rec.mem_reserved_gib == 0 else rec.mem_peak_gib
 
 
 def _fmt(value: float | None) -> str:
