@@ -94,6 +94,7 @@ def test_fp8_training_with_cached_weights_is_torchaos_bit_for_bit():
     cached, per_microbatch = trainer(), trainer("train.fp8_weight_cache=false")
     assert cached.fp8_weights is not None and len(cached.fp8_weights.modules) == 7 * cached.plan.model.layers
     assert per_microbatch.fp8_weights is None
+    assert trainer("train.fp8_recipe=rowwise").fp8_weights is None  # as the memory plan counts it
     assert cached.ga == 2
     for step in (1, 2, 3):
         want = float(per_microbatch.step(per_microbatch.batches(step), 1e-3)[0])

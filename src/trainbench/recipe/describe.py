@@ -7,8 +7,8 @@ from typing import Any
 from trainbench.config import Plan
 from trainbench.metrics.flops import model_flops_per_sample
 from trainbench.recipe import tables
-from trainbench.recipe.memory import caches_fp8_weights, estimate_memory, master_weights_note
-from trainbench.recipe.resolve import gpu_memory_gib
+from trainbench.recipe.memory import caches_fp8_weights, master_weights_note
+from trainbench.recipe.resolve import gpu_memory_gib, plan_memory
 
 
 def flops_per_sample(plan: Plan) -> float:
@@ -28,16 +28,7 @@ def flops_per_sample(plan: Plan) -> float:
 def describe(plan: Plan) -> dict[str, Any]:
     """The ``plan --json`` object."""
     m, p, t = plan.model, plan.parallel, plan.train
-    mem = estimate_memory(
-        m,
-        p,
-        dp=plan.dp,
-        mbs=t.mbs,
-        ga=plan.ga,
-        dtype=t.dtype,
-        fp8_recipe=t.fp8_recipe,
-        fp8_weight_cache=t.fp8_weight_cache,
-    )
+    mem = plan_memory(plan)
     capacity = gpu_memory_gib(plan)
     ref = tables.find_reference(m.name, t.dtype, plan.gpus, m.layers, t.gbs)
     return {

@@ -16,7 +16,7 @@ from trainbench.errors import ConfigError
 from trainbench.metrics.flops import FLOPS_CONVENTIONS
 from trainbench.metrics.peaks import DTYPES, gpu_spec, gpu_table
 from trainbench.recipe import tables
-from trainbench.recipe.memory import estimate_memory
+from trainbench.recipe.memory import MemoryEstimate, estimate_memory
 from trainbench.recipe.overrides import apply_overrides
 
 SINGLE_NODE_MAX_GPUS = 16
@@ -194,9 +194,10 @@ def _fill_memory_with_layers(plan: Plan, memory_gib: float) -> Plan:
     return plan
 
 
-def memory_total(plan: Plan) -> float:
+def plan_memory(plan: Plan) -> MemoryEstimate:
+    """The memory estimate of a plan's most loaded rank (``plan`` shows it; proxies are sized by it)."""
     t = plan.train
-    est = estimate_memory(
+    return estimate_memory(
         plan.model,
         plan.parallel,
         dp=plan.dp,
@@ -206,7 +207,10 @@ def memory_total(plan: Plan) -> float:
         fp8_recipe=t.fp8_recipe,
         fp8_weight_cache=t.fp8_weight_cache,
     )
-    return est.total_gib
+
+
+def memory_total(plan: Plan) -> float:
+    return plan_memory(plan).total_gib
 
 
 def validate(plan: Plan) -> list[str]:

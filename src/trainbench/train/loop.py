@@ -29,6 +29,7 @@ from trainbench.parallel import (
     parallelize,
     sequence_sharding,
 )
+from trainbench.recipe.memory import caches_fp8_weights
 from trainbench.train.data import SyntheticTokens
 from trainbench.train.dist import DistContext
 from trainbench.train.optim import build_optimizer, set_lr
@@ -77,10 +78,15 @@ class Trainer:
             if ctx.mesh is None and self.bf16
             else build_optimizer(self.params, plan.train, device)
         )
-        # FP8 on one rank: the weights' fp8 copies are made once per optimizer step, not per micro-batch.
+        # FP8 on one rank: the weights' fp8 copies are made once per optimizer step, not per micro-batch
+        # (the condition the memory plan counts them under).
+        t = plan.train
         self.fp8_weights = (
             Float8WeightCache(model, compile_kernels=compiled)
-            if self.master is not None and plan.train.dtype == "fp8" and plan.train.fp8_weight_cache
+            if self.master is not None
+            and caches_fp8_weights(
+                plan.parallel, dp=plan.dp, dtype=t.dtype, fp8_recipe=t.fp8_recipe, enabled=t.fp8_weight_cache
+            )
             else None
         )
         self.refresh_fp8_weights()
