@@ -60,12 +60,19 @@ def main() -> int:
         steady, peak = s["results"].get("steady_state") or {}, s["results"].get("mem_peak_gib") or float("nan")
         plan_gib = s["provenance"]["plan_memory_gib"]["total_gib"]
         first = s["results"].get("time_to_first_step_s") or float("nan")
+        startup = s["results"].get("startup") or {}
+        nan = float("nan")
+        first_text = (
+            f"first step after {first:.1f} s (build {startup.get('build_s') or nan:.1f}, "
+            f"step 1 {startup.get('first_step_s') or nan:.1f}; "
+            f"{startup.get('process_to_first_step_s') or nan:.1f} s from process start)"
+        )
         text = (
             f"{s['status']} ({s['steps_done']} steps): layers {s['config']['model']['layers']}, "
             f"median {steady.get('median_s', float('nan')):.3f} s, "
             f"MFU {steady.get('median_mfu_pct') or float('nan'):.2f}%, "
             f"tokens/s {steady.get('median_tokens_per_s') or float('nan'):,.0f}, "
-            f"peak {peak:.1f} GiB (plan {plan_gib:.1f}), first step after {first:.1f} s, "
+            f"peak {peak:.1f} GiB (plan {plan_gib:.1f}), {first_text}, "
             f"alloc retries {s['results'].get('alloc_retries')}"
         )
         rows.append((name, text))

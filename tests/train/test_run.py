@@ -294,3 +294,37 @@ def test_summary_view_shows_peak_memory_against_the_plan_and_allocator_retries(c
     )  # fmt: skip
     ProgressView(plan, enabled=False).print_summary(Outcome("complete", None, 0, summary))
     assert "peak memory: 122.3 GiB (plan 122.7 GiB), allocator retries 0" in capsys.readouterr().err
+
+
+def test_process_age_counts_from_the_interpreters_start():
+    """A fresh interpreter that sleeps 0.3 s before asking has lived at least that long."""
+    code = "import time; time.sleep(0.3); from trainbench.train.timing import process_age_s; print(process_age_s())"
+    age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0.3 <= age < 30
+
+
+def test_the_startup_breakdown_adds_up_and_the_summary_says_where_the_time_went(tmp_path, capsys):
+    args = ["run", "--model", "tiny", "--steps", "2", "--results-dir", str(tmp_path), "--run-id", "st", *FAST]
+    assert main(args) == 0
+    _, steps_path, summary_path = run_files(tmp_path)
+    results = RunSummary.read(summary_path).results
+    parts = results["startup"]
+    step1 = StepRecord.from_json(steps_path.read_text().splitlines()[0]).step_time_s
+    assert parts["first_step_s"] == step1
+    assert parts["run_to_first_step_s"] == results["time_to_first_step_s"]
+    # build and step 1 lie inside the run's time to its first step, and the process lived before the run
+    assert parts["build_s"] + parts["first_step_s"] <= parts["run_to_first_step_s"]
+    assert parts["before_run_s"] > 0  # this test process imported torch long before
+    assert parts["process_to_first_step_s"] == pytest.approx(parts["before_run_s"] + parts["run_to_first_step_s"])
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    line = r"start to first finished step: [\d.]+s \(build [\d.]+s, step 1 [\d.]+s\); [\d.]+s from process start"
+    assert re.search(line, err)
+
+
+def test_startup_line_without_a_process_age_or_a_first_step():
+    from trainbench.train.progress import startup_line
+    from trainbench.train.run import startup_breakdown
+
+    assert startup_line({"time_to_first_step_s": None, "startup": startup_breakdown(None, 1.0, None, None)}) is None
+    text = startup_line({"time_to_first_step_s": 66.04, "startup": startup_breakdown(None, 12.5, 53.5, 66.04)})
+    assert text == "start to first finished step: 66.0s (build 12.5s, step 1 53.5s)"

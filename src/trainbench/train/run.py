@@ -30,7 +30,7 @@ from trainbench.train.loop import (
 from trainbench.train.optim import lr_at
 from trainbench.train.profiling import StepProfiler
 from trainbench.train.records import GSW_VERSION, RunSummary, StepRecord, provenance_line
-from trainbench.train.timing import StepTimer
+from trainbench.train.timing import StepTimer, process_age_s
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -77,6 +77,7 @@ def execute(
     """Run ``plan.train.steps`` steps. Rank 0 writes the run files; every rank trains."""
     ctx = ctx or DistContext()
     t_begin = time.perf_counter()
+    age_at_begin_s = process_age_s()  # interpreter start, imports, resolving the plan
     files = RunFiles(results_root, plan.dtype, plan.model.name, plan.gpus, run_id) if ctx.is_rank0 else None
     summary = RunSummary(
         status="running",
@@ -100,10 +101,12 @@ def execute(
     step_times: dict[int, float] = {}
     mem_peak_gib = 0.0
     first_step_s: float | None = None
+    build_s: float | None = None
     exit_code = 0
     try:
         with sigterm_as_exception():
             trainer = make_trainer(plan, device, ctx)
+            build_s = time.perf_counter() - t_begin
             timer = StepTimer(device, ctx.reduce_max)
             memory_gib(device)  # reset the peak: step 1 reports its own
             for step in range(1, steps + 1):
@@ -162,6 +165,7 @@ def execute(
             flops_per_sample=flops, peak_tflops=peak, proxy=plan.proxy, window=window,
         )  # fmt: skip
         summary.results["time_to_first_step_s"] = first_step_s
+        summary.results["startup"] = startup_breakdown(age_at_begin_s, build_s, step_times.get(1), first_step_s)
         if device.type == "cuda":
             summary.results["mem_peak_gib"] = mem_peak_gib
             # this rank's allocations that failed, emptied the allocator's cache and retried: a slow-down sign
@@ -172,6 +176,23 @@ def execute(
             files.write_summary(summary)
             files.close()
     return Outcome(summary.status, files.summary_path if files else None, exit_code, summary)
+
+
+def startup_breakdown(
+    before_run_s: float | None, build_s: float | None, step1_s: float | None, run_to_step1_s: float | None
+) -> dict[str, float | None]:
+    """Where the time to the first finished step went, in seconds. ``run_to_step1_s`` counts from
+    the start of the run (the model's build onwards); ``process_to_step1_s`` adds what came before it
+    in this process (interpreter start, imports, the plan), None where the process age is unknown."""
+    return {
+        "before_run_s": before_run_s,
+        "build_s": build_s,  # model, parameters, optimizer state, fp8 weight cache
+        "first_step_s": step1_s,  # compiling (cold or from cache) and running step 1
+        "run_to_first_step_s": run_to_step1_s,
+        "process_to_first_step_s": (
+            None if before_run_s is None or run_to_step1_s is None else before_run_s + run_to_step1_s
+        ),
+    }
 
 
 def oom_message(plan: Plan, detail: str) -> str:

@@ -35,3 +35,20 @@ class StepTimer:
         elapsed = time.perf_counter() - self._t0
         self._t0 = None
         return self.reduce_max(elapsed) if self.reduce_max else elapsed
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (the interpreter, before any import), from Linux's
+    /proc; None where there is no /proc. Resolution: one clock tick (10 ms)."""
+    try:
+        with open("/proc/self/stat") as f:
+            # The command name (field 2) may hold spaces: count fields after its closing ')'.
+            # starttime is field 22 of the whole line, in clock ticks since boot.
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime_s = float(f.read().split()[0])
+        import os
+
+        return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
