@@ -64,6 +64,29 @@ def test_cached_weights_give_torchaos_outputs_and_gradients_bit_for_bit(compiled
         cache.refresh()
 
 
+def test_the_compiled_cast_is_compiled_once_for_every_weight_shape():
+    """Dynamo keeps a Parameter's shape static whatever ``dynamic=True`` says: passed the weights
+    themselves, the cast compiled once per shape (4 times for a 405B block on the H200, seconds of
+    start-up each). ``refresh`` passes plain tensors, so the second shape reuses the first graph."""
+    torch._dynamo.reset()
+
+    def model() -> nn.Module:  # a square weight first (as a block's wq): dynamo gives both sizes one symbol
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(64, 64, bias=False), nn.Linear(64, 128, bias=False), nn.Linear(128, 64, bias=False))
+        torchao_float8.convert_to_float8_training(m.to(torch.bfloat16))
+        return m
+
+    cache = Float8WeightCache(model(), compile_kernels=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        cache.refresh()
+        cache.refresh()
+    eager = Float8WeightCache(model(), compile_kernels=False)
+    eager.refresh()
+    for m, e in zip(cache.modules, eager.modules, strict=True):
+        assert torch.equal(m.weight_fp8.view(torch.uint8), e.weight_fp8.view(torch.uint8))
+        assert torch.equal(m.weight_scale, e.weight_scale)
+
+
 def test_a_stale_cache_computes_with_the_old_weights():
     """The forward really reads the cached fp8 weights: without a refresh it misses the update."""
     ref, ours = float8_mlp(), float8_mlp()

@@ -130,12 +130,13 @@ def test_compiled_update_is_compiled_once_whatever_the_learning_rate():
     torch._dynamo.reset()
     ours = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(5))]
     split = SplitMasterAdamW(ours, TrainConfig(), compile_kernels=True)
-    with torch._dynamo.config.patch(specialize_float=True):
-        split.step()  # compiles: one graph per tensor rank
-        with torch._dynamo.config.patch(error_on_recompile=True):
-            for lr in (1e-4, 2e-4, 3e-4):
-                split.param_groups[0]["lr"] = lr
-                split.step()
+    # one graph for every parameter shape and rank too (the tensors go in flat): no recompiles at all
+    with torch._dynamo.config.patch(specialize_float=True, error_on_recompile=True):
+        (ours[0].sum() + ours[1].sum()).backward()  # the accumulation hooks: (4, 3) then (5,)
+        for lr in (1e-4, 2e-4, 3e-4):
+            split.param_groups[0]["lr"] = lr
+            split.step()
+    assert torch.equal(split.grads[0], torch.zeros(4, 3))  # the step started the next sums at zero
 
 
 def test_fp8_training_tracks_bf16_on_the_same_weights_and_data():
@@ -151,3 +152,40 @@ def test_fp8_training_tracks_bf16_on_the_same_weights_and_data():
         want = float(bf16.step(bf16.batches(step), 1e-3)[0])
         got = float(fp8.step(fp8.batches(step), 1e-3)[0])
         assert got == pytest.approx(want, rel=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_kernels_are_tuned_on_scratch_then_reused_for_every_parameter():
+    """Construction compiles and autotunes both kernels on scratch tensors; the parameters' own calls
+    (2-D and 1-D, other sizes) reuse those graphs and give the eager update's masters."""
+    torch._dynamo.reset()
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(shape, device=cuda)) for shape in ((640, 48), (40,))]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    compiled = SplitMasterAdamW(ours, TrainConfig(), compile_kernels=True)
+    eager = SplitMasterAdamW(ref, TrainConfig(), compile_kernels=False)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            for opt, params in ((compiled, ours), (eager, ref)):
+                sum((p.float() ** 2).sum() for p in params).backward()
+                opt.step()
+    for got, want in zip(compiled.masters(), eager.masters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_the_scratch_tuning_compiles_the_graphs_the_training_step_then_uses(monkeypatch):
+    """The GPU tunes on scratch tensors at construction (``_tune_on_scratch``); run here on CPU with
+    small scratch: the parameters' accumulations and updates after it must not compile again (on the
+    H200 a graph tuned with grad mode on was compiled and tuned again in the step, 35 s)."""
+    import trainbench.train.precision as precision
+
+    monkeypatch.setattr(precision, "TUNE_NUMEL", 1000)
+    torch._dynamo.reset()
+    ours = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(5))]
+    split = SplitMasterAdamW(ours, TrainConfig(), compile_kernels=True)
+    split._tune_on_scratch(CPU)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        (ours[0].float().sum() + ours[1].float().sum()).backward()
+        split.step()

@@ -13,6 +13,9 @@ stage's chunk (see ``pipeline.split_model``). Without a mesh only steps 1, 3 and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -85,6 +88,22 @@ def inductor_options(dtype: str) -> dict[str, bool]:
     if dtype == "fp8" and hasattr(inductor_config.triton, "mix_order_reduction"):
         return {"triton.mix_order_reduction": False}
     return {}
+
+
+def compile_in_place(fn: Callable[..., None], *, autotune: bool = False) -> Callable[..., None]:
+    """``torch.compile`` for the in-place helpers that run over whole parameters (the optimizer
+    update, the fp32 gradient accumulation, the fp8 weight cast): one graph for every shape (callers
+    pass flat tensors, and plain tensors rather than Parameters, whose shapes dynamo keeps static).
+
+    ``autotune=False``: one launch configuration per pointwise kernel. With autotuning, inductor
+    benchmarks its candidate configurations at the first call, and to time a kernel that writes its
+    arguments it saves them first and restores them before every timed launch; when the allocator's
+    peak leaves no room for a copy on the GPU (step 1 of a plan sized to fill the GPU), it saves them
+    in pinned host memory. For the optimizer state of a 405B-wide embedding (39 GiB saved) and its
+    gradient sum (16 GiB) that took 37 s of a 57 s first step on an H200 (BENCHMARKS.md). So either
+    give up autotuning, or make the first call on scratch tensors (``SplitMasterAdamW`` does)."""
+    options: dict[str, str | int | bool | Callable[..., Any]] = {} if autotune else {"triton.autotune_pointwise": False}
+    return torch.compile(fn, dynamic=True, fullgraph=True, options=options or None)
 
 
 def compile_blocks(model: nn.Module, options: dict[str, bool] | None = None) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainbench.parallel.apply import compile_in_place
+
 WEIGHT_FP8_DTYPE = torch.float8_e4m3fn
 
 
@@ -63,6 +65,12 @@ def _cast_weight(weight: torch.Tensor, data_out: torch.Tensor, scale_out: torch.
     scale = tensor_to_scale(weight, WEIGHT_FP8_DTYPE, round_scales_to_power_of_2=round_pow2)  # () fp32
     data_out.copy_(to_fp8_saturated(weight.to(torch.float32) * scale, WEIGHT_FP8_DTYPE))
     scale_out.copy_(scale)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (contiguous) as a 1-D alias of its memory that is not a view (dynamo guards a view on
+    its base's shape) and not a Parameter (whose shape dynamo keeps static)."""
+    return t.view(-1).detach()
 
 
 def _cached_weight_function() -> type[torch.autograd.Function]:
@@ -136,11 +144,10 @@ class Float8WeightCache:
             )
             m.register_buffer("weight_scale", torch.empty((), dtype=torch.float32, device=w.device), persistent=False)
             m.__class__ = _with_cached_weight(type(m))
-        # Compiled: one pass for the amax and one for the cast per weight, no fp32 temporaries.
-        # dynamic=True: one graph for every weight shape.
-        self._cast: Callable[..., None] = (
-            torch.compile(_cast_weight, dynamic=True, fullgraph=True) if compile_kernels else _cast_weight
-        )
+        # Compiled: one pass for the amax and one for the cast per weight, no fp32 temporaries; one
+        # graph for every weight shape (``refresh`` passes flat plain tensors: dynamo keeps a
+        # Parameter's shape static, and compiled the cast once per shape, 4 times for a block).
+        self._cast: Callable[..., None] = compile_in_place(_cast_weight) if compile_kernels else _cast_weight
 
     @property
     def nbytes(self) -> int:
@@ -149,4 +156,7 @@ class Float8WeightCache:
     @torch.no_grad()
     def refresh(self) -> None:
         for m in self.modules:
-            self._cast(m.weight, m.weight_fp8, m.weight_scale, m.config.round_scales_to_power_of_2)
+            # flat: the amax is tensor-wide and the cast elementwise, so the layout does not matter
+            # to the result, and one graph serves square and oblong weights alike (dynamo gives equal
+            # sizes one symbol: a square first weight compiled the cast again for the next, oblong one)
+            self._cast(_flat(m.weight), _flat(m.weight_fp8), m.weight_scale, m.config.round_scales_to_power_of_2)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from trainbench.config import TrainConfig
+from trainbench.parallel.apply import compile_in_place
 
 _LOW_MASK = 0xFFFF
 _HALF = 0x8000  # low halves at or above this rounded the high half up (to nearest, ties away)
@@ -66,6 +67,16 @@ def _halve(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         part = slice(start, start + _SPLIT_CHUNK)
         high[part], low[part] = split_fp32(master[part])
     return high.view(weight.shape), low.view(weight.shape)
+
+
+TUNE_NUMEL = 1 << 25  # 32 Mi elements: ~0.9 GB through the update, bandwidth-bound as the real calls are
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (contiguous) as a 1-D alias of the same memory that is not a view: the compiled helpers
+    get one graph for every parameter shape (dynamo guards a view on its base's shape, so flat views
+    of 1-D and 2-D parameters compiled twice)."""
+    return t.view(-1).detach()
 
 
 def _accumulate(main_grad: torch.Tensor, grad: torch.Tensor) -> None:
@@ -125,16 +136,37 @@ class SplitMasterAdamW:
         # halves happen in registers), and fp32 += bf16 runs vectorised (eager's mixed-dtype add ran at
         # 2.4 TB/s on an H200). dynamic=True: one graph for every tensor shape; floats are not baked in.
         wrap: Callable[[Callable[..., None]], Callable[..., None]] = (
-            (lambda f: torch.compile(f, dynamic=True, fullgraph=True)) if compile_kernels else (lambda f: f)
+            (lambda f: compile_in_place(f, autotune=True)) if compile_kernels else (lambda f: f)
         )
         self._add, self._update = wrap(_accumulate), wrap(_adamw_update)
+        if compile_kernels and self.params and self.params[0].is_cuda:
+            self._tune_on_scratch(self.params[0].device)
         for p, grad in zip(self.params, self.grads, strict=True):
             p.register_post_accumulate_grad_hook(self._accumulator(grad))
+
+    def _tune_on_scratch(self, device: torch.device) -> None:
+        """Compile both kernels now and let inductor autotune them on scratch tensors of
+        ``TUNE_NUMEL`` elements: it keeps the configuration it picks for every later call, and the
+        first real calls (the embedding's 25 GB of optimizer state) would be saved to host memory
+        and restored for each timed launch (``compile_in_place``)."""
+        t = self.t
+
+        def scratch(dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros(TUNE_NUMEL, dtype=dtype, device=device)
+
+        # no_grad, as the real calls run (the step, and the hooks inside backward): dynamo guards on
+        # the grad mode, and a graph compiled with it on would be compiled and tuned again.
+        with torch.no_grad():
+            grad = scratch(torch.float32)
+            self._add(grad, scratch(torch.bfloat16))
+            ones = torch.ones(3, dtype=torch.float32, device=device)  # step scalars that keep the update finite
+            self._update(scratch(torch.bfloat16), scratch(torch.int16), grad, scratch(torch.float32),
+                         scratch(torch.float32), ones, t.beta1, t.beta2, t.adam_eps)  # fmt: skip
 
     def _accumulator(self, main_grad: torch.Tensor) -> Callable[[torch.Tensor], None]:
         def hook(p: torch.Tensor) -> None:
             assert p.grad is not None
-            self._add(main_grad, p.grad)  # bf16 -> fp32 accumulate, one read-modify-write
+            self._add(_flat(main_grad), _flat(p.grad))  # bf16 -> fp32 accumulate, one read-modify-write
             p.grad = None
 
         return hook
@@ -164,5 +196,5 @@ class SplitMasterAdamW:
         if self.grads and self.grads[0].is_cuda:  # pinned, so the copy does not wait for the queued backward
             step_scalars = step_scalars.pin_memory().to(self.grads[0].device, non_blocking=True)
         for p, low, g, m, v in zip(self.params, self.low, self.grads, self.exp_avg, self.exp_avg_sq, strict=True):
-            self._update(p.data, low, g, m, v, step_scalars, t.beta1, t.beta2, t.adam_eps)
+            self._update(*map(_flat, (p.data, low, g, m, v)), step_scalars, t.beta1, t.beta2, t.adam_eps)
         torch._foreach_zero_(self.grads)
