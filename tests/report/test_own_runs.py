@@ -30,6 +30,7 @@ def write_run(
     gpu_type: str = "h100",
     files: tuple[str, ...] = ("out", "steps", "summary"),
     mem_gib: list[float] | None = None,
+    results: dict | None = None,
 ) -> Path:
     plan = resolve("tiny", 1, "bf16", gpu_type)
     plan.train.steps = planned or len(times)
@@ -78,6 +79,7 @@ def write_run(
             provenance={"device_name": "cpu"},
             started_at="2026-01-01T00:00:00+00:00",
             steps_done=len(times),
+            results=results or {},
         )
         summary.write(Path(f"{stem}.summary.json"))
     return d
@@ -196,3 +198,28 @@ def test_peak_memory_is_the_largest_step_peak(tmp_path: Path, files: tuple[str, 
 def test_cpu_runs_have_no_peak_memory(tmp_path: Path) -> None:
     write_run(tmp_path, TIMES, mem_gib=[0.0] * 50)  # CPU runs log 0: no allocator statistics
     assert one(tmp_path)["mem_peak_gib"] is None
+
+
+def test_the_time_to_the_first_step_comes_from_the_summary(tmp_path: Path) -> None:
+    """The 405B FP8 cold start of BENCHMARKS.md: 24.0 s from the run's start, 32.6 s from the process's."""
+    startup = {"build_s": 8.6, "first_step_s": 15.5, "process_to_first_step_s": 32.6}
+    write_run(tmp_path / "a", TIMES, results={"time_to_first_step_s": 24.0, "startup": startup})
+    row = one(tmp_path / "a")
+    assert (row["time_to_first_step_s"], row["process_to_first_step_s"]) == (24.0, 32.6)
+    write_run(tmp_path / "b", TIMES)  # a summary of a run from before the breakdown existed
+    assert (one(tmp_path / "b")["time_to_first_step_s"], one(tmp_path / "b")["process_to_first_step_s"]) == (None, None)
+    write_run(
+        tmp_path / "c", TIMES, results={"time_to_first_step_s": "soon", "startup": {"process_to_first_step_s": -1}}
+    )
+    assert (one(tmp_path / "c")["time_to_first_step_s"], one(tmp_path / "c")["process_to_first_step_s"]) == (None, None)
+
+
+def test_csv_carries_the_time_to_the_first_step(tmp_path: Path) -> None:
+    import csv
+
+    from trainbench.report.render import write_csv
+
+    write_run(tmp_path, TIMES, results={"time_to_first_step_s": 24.0, "startup": {"process_to_first_step_s": 32.6}})
+    write_csv([one(tmp_path)], tmp_path / "runs.csv")
+    (line,) = csv.DictReader((tmp_path / "runs.csv").open())
+    assert (float(line["time_to_first_step_s"]), float(line["process_to_first_step_s"])) == (24.0, 32.6)

@@ -91,6 +91,8 @@ def analyze(run: Run, opts: Options) -> dict[str, Any]:
         "mfu_pct": None,
         "ttt_days": None,
         "mem_peak_gib": run.mem_peak_gib,
+        "time_to_first_step_s": run.time_to_first_step_s,
+        "process_to_first_step_s": run.process_to_first_step_s,
         "steady_state": None,
         "reference": None,
         "comparison": None,

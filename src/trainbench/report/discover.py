@@ -74,6 +74,9 @@ class Run:
     peak_tflops_override: float | None = None
     warmup_steps: tuple[int, ...] = ()  # own runs flag their timing warm-up
     mem_peak_gib: float | None = None  # the largest per-step peak the run logged (GPU memory)
+    # seconds from the run's start / from its process's start to the first finished step (own runs)
+    time_to_first_step_s: float | None = None
+    process_to_first_step_s: float | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -291,6 +294,13 @@ def _read_steps(path: Path, run: Run) -> tuple[dict[int, float], bool, tuple[int
 OWN_STATUS = {"complete": "complete", "incomplete": "incomplete", "failed": "failed"}
 
 
+def _seconds(value: Any) -> float | None:
+    """A duration from a summary, or None where it is missing or not a finite non-negative number."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
 def _read_summary(path: Path, run: Run) -> tuple[RunSummary, Plan] | tuple[None, None]:
     try:
         summary = RunSummary.read(path)
@@ -334,6 +344,8 @@ def load_own(src: Source, flags: dict[str, Any]) -> Run:
                 },
             )
         )
+        run.time_to_first_step_s = _seconds(summary.results.get("time_to_first_step_s"))
+        run.process_to_first_step_s = _seconds((summary.results.get("startup") or {}).get("process_to_first_step_s"))
         run.status = OWN_STATUS.get(summary.status, "incomplete")
         if summary.status not in OWN_STATUS:
             run.notes.append(f"summary says {summary.status!r}")

@@ -192,6 +192,8 @@ CSV_KEYS = (
     "mfu_pct",
     "ttt_days",
     "mem_peak_gib",
+    "time_to_first_step_s",
+    "process_to_first_step_s",
 )
 CSV_STEADY = (
     "window",
