@@ -90,6 +90,13 @@ def inductor_options(dtype: str) -> dict[str, bool]:
     return {}
 
 
+def flat_alias(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (contiguous) as a 1-D alias of its memory that is neither a view (dynamo guards a view
+    on its base's shape: flat views of 1-D and 2-D tensors compiled twice) nor a Parameter (whose
+    shape dynamo keeps static): what ``compile_in_place`` functions are given."""
+    return t.view(-1).detach()
+
+
 def compile_in_place(fn: Callable[..., None], *, autotune: bool = False) -> Callable[..., None]:
     """``torch.compile`` for the in-place helpers that run over whole parameters (the optimizer
     update, the fp32 gradient accumulation, the fp8 weight cast): one graph for every shape (callers

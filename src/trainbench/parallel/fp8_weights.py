@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainbench.parallel.apply import compile_in_place
+from trainbench.parallel.apply import compile_in_place, flat_alias
 
 WEIGHT_FP8_DTYPE = torch.float8_e4m3fn
 
@@ -65,12 +65,6 @@ def _cast_weight(weight: torch.Tensor, data_out: torch.Tensor, scale_out: torch.
     scale = tensor_to_scale(weight, WEIGHT_FP8_DTYPE, round_scales_to_power_of_2=round_pow2)  # () fp32
     data_out.copy_(to_fp8_saturated(weight.to(torch.float32) * scale, WEIGHT_FP8_DTYPE))
     scale_out.copy_(scale)
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """``t`` (contiguous) as a 1-D alias of its memory that is not a view (dynamo guards a view on
-    its base's shape) and not a Parameter (whose shape dynamo keeps static)."""
-    return t.view(-1).detach()
 
 
 def _cached_weight_function() -> type[torch.autograd.Function]:
@@ -159,4 +153,6 @@ class Float8WeightCache:
             # flat: the amax is tensor-wide and the cast elementwise, so the layout does not matter
             # to the result, and one graph serves square and oblong weights alike (dynamo gives equal
             # sizes one symbol: a square first weight compiled the cast again for the next, oblong one)
-            self._cast(_flat(m.weight), _flat(m.weight_fp8), m.weight_scale, m.config.round_scales_to_power_of_2)
+            self._cast(
+                flat_alias(m.weight), flat_alias(m.weight_fp8), m.weight_scale, m.config.round_scales_to_power_of_2
+            )

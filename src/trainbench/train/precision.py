@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from trainbench.config import TrainConfig
-from trainbench.parallel.apply import compile_in_place
+from trainbench.parallel.apply import compile_in_place, flat_alias
 
 _LOW_MASK = 0xFFFF
 _HALF = 0x8000  # low halves at or above this rounded the high half up (to nearest, ties away)
@@ -70,13 +70,6 @@ def _halve(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 TUNE_NUMEL = 1 << 25  # 32 Mi elements: ~0.9 GB through the update, bandwidth-bound as the real calls are
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """``t`` (contiguous) as a 1-D alias of the same memory that is not a view: the compiled helpers
-    get one graph for every parameter shape (dynamo guards a view on its base's shape, so flat views
-    of 1-D and 2-D parameters compiled twice)."""
-    return t.view(-1).detach()
 
 
 def _accumulate(main_grad: torch.Tensor, grad: torch.Tensor) -> None:
@@ -166,7 +159,7 @@ class SplitMasterAdamW:
     def _accumulator(self, main_grad: torch.Tensor) -> Callable[[torch.Tensor], None]:
         def hook(p: torch.Tensor) -> None:
             assert p.grad is not None
-            self._add(_flat(main_grad), _flat(p.grad))  # bf16 -> fp32 accumulate, one read-modify-write
+            self._add(flat_alias(main_grad), flat_alias(p.grad))  # bf16 -> fp32 accumulate, one read-modify-write
             p.grad = None
 
         return hook
@@ -196,5 +189,5 @@ class SplitMasterAdamW:
         if self.grads and self.grads[0].is_cuda:  # pinned, so the copy does not wait for the queued backward
             step_scalars = step_scalars.pin_memory().to(self.grads[0].device, non_blocking=True)
         for p, low, g, m, v in zip(self.params, self.low, self.grads, self.exp_avg, self.exp_avg_sq, strict=True):
-            self._update(*map(_flat, (p.data, low, g, m, v)), step_scalars, t.beta1, t.beta2, t.adam_eps)
+            self._update(*map(flat_alias, (p.data, low, g, m, v)), step_scalars, t.beta1, t.beta2, t.adam_eps)
         torch._foreach_zero_(self.grads)
