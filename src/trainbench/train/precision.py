@@ -127,7 +127,7 @@ class SplitMasterAdamW:
         self.steps_taken = 0
         # Compiled: each update is one fused read-modify-write pass (the joining and splitting of the
         # halves happen in registers), and fp32 += bf16 runs vectorised (eager's mixed-dtype add ran at
-        # 2.4 TB/s on an H200). dynamic=True: one graph for every tensor shape; floats are not baked in.
+        # 2.4 TB/s on an H200). ``compile_in_place``: one graph for every tensor shape.
         wrap: Callable[[Callable[..., None]], Callable[..., None]] = (
             (lambda f: compile_in_place(f, autotune=True)) if compile_kernels else (lambda f: f)
         )

@@ -181,14 +181,14 @@ def execute(
 def startup_breakdown(
     before_run_s: float | None, build_s: float | None, step1_s: float | None, run_to_step1_s: float | None
 ) -> dict[str, float | None]:
-    """Where the time to the first finished step went, in seconds. ``run_to_step1_s`` counts from
-    the start of the run (the model's build onwards); ``process_to_step1_s`` adds what came before it
-    in this process (interpreter start, imports, the plan), None where the process age is unknown."""
+    """Where the time to the first finished step went, in seconds. ``run_to_step1_s`` (the summary's
+    ``time_to_first_step_s``) counts from the start of the run (the model's build onwards);
+    ``process_to_first_step_s`` adds what came before it in this process (interpreter start, imports,
+    the plan), None where the process age is unknown."""
     return {
         "before_run_s": before_run_s,
         "build_s": build_s,  # model, parameters, optimizer state, fp8 weight cache
         "first_step_s": step1_s,  # compiling (cold or from cache) and running step 1
-        "run_to_first_step_s": run_to_step1_s,
         "process_to_first_step_s": (
             None if before_run_s is None or run_to_step1_s is None else before_run_s + run_to_step1_s
         ),

@@ -8,6 +8,7 @@ clock has stopped), i.e. the time until every rank has finished the step.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -47,8 +48,6 @@ def process_age_s() -> float | None:
             start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
         with open("/proc/uptime") as f:
             uptime_s = float(f.read().split()[0])
-        import os
-
         return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None
